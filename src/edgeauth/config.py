@@ -1,0 +1,647 @@
+"""Policy file -> validated, compiled :class:`~edgeauth.policy.Policy`.
+
+Loading is all-or-nothing: every problem in the file is collected and raised
+together as one :class:`~edgeauth.errors.ConfigError`, each naming the key
+path (``rules[2].authenticate[0]``), the line where known, and what was
+expected. ``${VAR}`` in any string is replaced from the environment; a missing
+variable is an error. A key this version does not know is an error.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import json
+import os
+import re
+import tomllib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .authn.apikey import ApiKeyAuthenticator, load_keys_file
+from .authn.base import Authenticator, CredentialSource
+from .authn.cache import TokenCache
+from .authn.jwks import RemoteJwks
+from .authn.jwt import JwtAuthenticator, KeyProvider, StaticKeys
+from .authz import Requirement
+from .cors import DEFAULT_HEADERS, DEFAULT_METHODS, CorsPolicy
+from .errors import ConfigError, ConfigIssue
+from .headers import DEFAULT_IDENTITY_HEADERS, HeaderField, IdentityHeaders, validate_header_name
+from .model import Kind
+from .policy import Network, Policy, Rule, ServerSettings
+from .rules import HostPattern, Matcher, RuleSet, compile_pattern, normalize_methods
+
+__all__ = ["load_policy"]
+
+Loc = tuple[str | int, ...]
+
+HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_METHOD = re.compile(r"[A-Za-z]+")
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class _Server(_Model):
+    listen: str = "127.0.0.1:8080"
+    upstream: str | None = None
+    upstream_host: str | None = None
+    trusted_proxies: list[str] = []
+    public_origin: str | None = None
+    workers: int = Field(1, ge=1, le=64)
+    connect_timeout: float = Field(5.0, gt=0, le=300)
+    read_timeout: float = Field(60.0, gt=0, le=3600)
+    head_timeout: float = Field(10.0, gt=0, le=300)
+    max_head_bytes: int = Field(16 * 1024, ge=1024, le=1024 * 1024)
+    max_headers: int = Field(100, ge=8, le=1000)
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+
+class _Identity(_Model):
+    headers: dict[str, str] | None = None
+    strip: list[str] = []
+
+
+class _Jwt(_Model):
+    type: Literal["jwt"]
+    from_: str | list[str] = Field(alias="from")
+    algorithms: list[str] = Field(min_length=1)
+    secret: str | None = None
+    secret_encoding: Literal["utf-8", "base64"] = "utf-8"
+    public_key: str | None = None
+    jwks_file: str | None = None
+    jwks_url: str | None = None
+    issuer: str | None = None
+    audience: str | list[str] | None = None
+    any_issuer: bool = False
+    any_audience: bool = False
+    leeway: float = Field(0.0, ge=0, le=600)
+    required_claims: list[Literal["exp", "nbf", "iat", "jti", "sub", "iss", "aud"]] = ["exp"]
+    subject_claim: str = "sub"
+    roles_claim: str | list[str] | None = None
+    scopes_claim: str | list[str] | None = "scope"
+    forward_credential: bool = True
+    jwks_ttl_min: float = Field(60.0, ge=0, le=86400)
+    jwks_ttl_max: float = Field(3600.0, ge=1, le=7 * 86400)
+    jwks_cooldown: float = Field(30.0, ge=0, le=3600)
+    jwks_timeout: float = Field(5.0, gt=0, le=60)
+
+
+class _ApiKey(_Model):
+    type: Literal["api_key"]
+    from_: str | list[str] = Field(["bearer", "header:x-api-key"], alias="from")
+    keys_file: str
+    forward_credential: bool = False
+
+
+class _Require(_Model):
+    roles: list[str] = []
+    scopes: list[str] = []
+    claims: dict[str, str | int | float | bool] = {}
+
+
+class _Cors(_Model):
+    origins: list[str] = Field(min_length=1)
+    methods: list[str] = list(DEFAULT_METHODS)
+    headers: list[str] = list(DEFAULT_HEADERS)
+    credentials: bool = False
+    max_age: int = Field(600, ge=0, le=86400)
+
+
+class _Rule(_Model):
+    id: str | None = None
+    match: str | list[str]
+    methods: list[str] | None = None
+    hosts: list[str] | None = None
+    kind: Literal["api", "page", "auto"] = "api"
+    authenticate: list[str] = []
+    public: bool = False
+    require: _Require | None = None
+    login_url: str | None = None
+    cors: _Cors | None = None
+    max_body: int | None = Field(None, ge=0)
+
+
+class _Default(_Model):
+    action: Literal["deny", "allow"] = "deny"
+
+
+class _Cache(_Model):
+    tokens: int = Field(10_000, ge=0, le=10_000_000)
+
+
+class _Audit(_Model):
+    allows: bool = False
+
+
+class _Policy(_Model):
+    server: _Server = _Server()
+    identity: _Identity = _Identity()
+    authenticators: dict[str, dict[str, Any]] = {}
+    rules: list[_Rule] = Field(min_length=1)
+    default: _Default = _Default()
+    cache: _Cache = _Cache()
+    audit: _Audit = _Audit()
+
+
+M = TypeVar("M", bound=_Model)
+
+
+def load_policy(path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None) -> Policy:
+    """Load, validate and compile a TOML policy file.
+
+    >>> policy = load_policy("edgeauth.toml")      # doctest: +SKIP
+
+    Raises :class:`~edgeauth.errors.ConfigError` listing every problem found.
+    """
+    file = Path(path)
+    name = str(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(name, [ConfigIssue("", f"cannot read the file: {_os_reason(exc)}")]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        line = re.search(r"line (\d+)", str(exc))
+        issue = ConfigIssue("", f"not valid TOML: {exc}", int(line.group(1)) if line else None)
+        raise ConfigError(name, [issue]) from None
+    builder = _Builder(name, file.parent, _LineIndex(text), os.environ if environ is None else environ)
+    return builder.build(data)
+
+
+class _Builder:
+    def __init__(self, name: str, base: Path, lines: _LineIndex, environ: Mapping[str, str]) -> None:
+        self.name = name
+        self.base = base
+        self.lines = lines
+        self.environ = environ
+        self.issues: list[ConfigIssue] = []
+
+    def issue(self, loc: Loc, message: str) -> None:
+        self.issues.append(ConfigIssue(_dotted(loc), message, self.lines.find(loc)))
+
+    def fail(self) -> ConfigError:
+        return ConfigError(self.name, self.issues)
+
+    def validate(self, model: type[M], data: Any, loc: Loc) -> M | None:
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            for err in exc.errors():
+                self.issue((*loc, *err["loc"]), _explain(err))
+            return None
+
+    def build(self, raw: dict[str, Any]) -> Policy:
+        data = self._expand(raw, ())
+        top = self.validate(_Policy, data, ())
+        if top is None:
+            # Still check each authenticator table, so every problem shows at once.
+            for aid, table in (data.get("authenticators") or {}).items() if isinstance(data, dict) else ():
+                self._authenticator_model(aid, table)
+            raise self.fail()
+        server = self._server(top.server)
+        identity = self._identity(top.identity)
+        cache = TokenCache(top.cache.tokens) if top.cache.tokens > 0 else None
+        authenticators: dict[str, Authenticator] = {}
+        for aid, table in top.authenticators.items():
+            built = self._authenticator(aid, table, cache)
+            if built is not None:
+                authenticators[aid] = built
+        declared = set(top.authenticators)
+        matchers = [self._rule(i, r, authenticators, declared) for i, r in enumerate(top.rules)]
+        self._unique_ids(top.rules)
+        if self.issues:
+            raise self.fail()
+        return Policy(
+            source=self.name,
+            rules=RuleSet([m for m in matchers if m is not None]),
+            identity=identity,
+            authenticators=authenticators,
+            server=server,
+            default_allow=top.default.action == "allow",
+            audit_allows=top.audit.allows,
+        )
+
+    # ${VAR} expansion, before validation, so errors name the key.
+    def _expand(self, value: Any, loc: Loc) -> Any:
+        if isinstance(value, str):
+            return _ENV.sub(lambda m: self._env(m.group(1), loc), value)
+        if isinstance(value, dict):
+            return {k: self._expand(v, (*loc, k)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._expand(v, (*loc, i)) for i, v in enumerate(value)]
+        return value
+
+    def _env(self, var: str, loc: Loc) -> str:
+        found = self.environ.get(var)
+        if found is None:
+            self.issue(loc, f"environment variable {var} is not set")
+            return ""
+        return found
+
+    def _server(self, s: _Server) -> ServerSettings:
+        networks: list[Network] = []
+        for i, cidr in enumerate(s.trusted_proxies):
+            try:
+                networks.append(ipaddress.ip_network(cidr, strict=False))
+            except ValueError:
+                self.issue(("server", "trusted_proxies", i), f"expected an IP address or CIDR, got {cidr!r}")
+        if s.public_origin is not None and not _is_origin(s.public_origin):
+            self.issue(("server", "public_origin"), "expected an origin like 'https://app.example.com'")
+        if s.upstream is not None and urlsplit(s.upstream).scheme not in ("http", "https"):
+            self.issue(("server", "upstream"), "expected an http:// or https:// URL")
+        if (s.tls_cert is None) != (s.tls_key is None):
+            self.issue(("server", "tls_cert"), "tls_cert and tls_key go together")
+        return ServerSettings(
+            listen=s.listen,
+            upstream=s.upstream,
+            upstream_host=s.upstream_host,
+            trusted_proxies=tuple(networks),
+            public_origin=s.public_origin,
+            workers=s.workers,
+            connect_timeout=s.connect_timeout,
+            read_timeout=s.read_timeout,
+            head_timeout=s.head_timeout,
+            max_head_bytes=s.max_head_bytes,
+            max_headers=s.max_headers,
+            tls_cert=self._path(s.tls_cert) if s.tls_cert else None,
+            tls_key=self._path(s.tls_key) if s.tls_key else None,
+        )
+
+    def _identity(self, ident: _Identity) -> IdentityHeaders:
+        fields: list[HeaderField] = []
+        seen: set[str] = set()
+        for name, spec in (ident.headers if ident.headers is not None else DEFAULT_IDENTITY_HEADERS).items():
+            loc = ("identity", "headers", name)
+            try:
+                lowered = validate_header_name(name)
+                field = HeaderField.parse(lowered, spec)
+            except ValueError as exc:
+                self.issue(loc, str(exc))
+                continue
+            if lowered.replace("_", "-") in seen:
+                self.issue(loc, "configured twice (header names differ only by case or '_')")
+            seen.add(lowered.replace("_", "-"))
+            fields.append(field)
+        for i, name in enumerate(ident.strip):
+            try:
+                validate_header_name(name)
+            except ValueError as exc:
+                self.issue(("identity", "strip", i), str(exc))
+        return IdentityHeaders(fields, ident.strip)
+
+    def _authenticator_model(self, aid: str, table: Any) -> _Jwt | _ApiKey | None:
+        loc: Loc = ("authenticators", aid)
+        if not _ID.fullmatch(aid):
+            self.issue(loc, "an authenticator id is letters, digits, '-', '_' or '.'")
+        kind = table.get("type") if isinstance(table, dict) else None
+        if kind == "jwt":
+            return self.validate(_Jwt, table, loc)
+        if kind == "api_key":
+            return self.validate(_ApiKey, table, loc)
+        self.issue((*loc, "type"), f"expected 'jwt' or 'api_key', got {kind!r}")
+        return None
+
+    def _authenticator(
+        self, aid: str, table: dict[str, Any], cache: TokenCache | None
+    ) -> Authenticator | None:
+        model = self._authenticator_model(aid, table)
+        loc: Loc = ("authenticators", aid)
+        sources = self._sources(model.from_, (*loc, "from")) if model is not None else None
+        if model is None or sources is None:
+            return None
+        if isinstance(model, _ApiKey):
+            try:
+                store = load_keys_file(self._path(model.keys_file))
+            except ConfigError as exc:
+                for issue in exc.issues:
+                    self.issue((*loc, "keys_file"), f"{exc.file}: {issue}")
+                return None
+            return ApiKeyAuthenticator(
+                aid, sources=sources, keys=store, forward_credential=model.forward_credential
+            )
+        return self._jwt(aid, model, sources, cache)
+
+    def _sources(self, spec: str | list[str], loc: Loc) -> tuple[CredentialSource, ...] | None:
+        items = [spec] if isinstance(spec, str) else spec
+        if not items:
+            self.issue(loc, "expected at least one credential place")
+            return None
+        out: list[CredentialSource] = []
+        for i, text in enumerate(items):
+            try:
+                out.append(CredentialSource.parse(text))
+            except ValueError as exc:
+                self.issue(loc if isinstance(spec, str) else (*loc, i), str(exc))
+        return tuple(dict.fromkeys(out)) if len(out) == len(items) else None
+
+    def _jwt(
+        self, aid: str, m: _Jwt, sources: tuple[CredentialSource, ...], cache: TokenCache | None
+    ) -> Authenticator | None:
+        loc: Loc = ("authenticators", aid)
+        before = len(self.issues)
+        algorithms = list(dict.fromkeys(m.algorithms))
+        for i, alg in enumerate(algorithms):
+            if alg not in HMAC_ALGORITHMS | ASYMMETRIC_ALGORITHMS:
+                known = ", ".join(sorted(HMAC_ALGORITHMS | ASYMMETRIC_ALGORITHMS))
+                self.issue((*loc, "algorithms", i), f"unsupported algorithm {alg!r}; expected one of {known}")
+        hmac = {a for a in algorithms if a in HMAC_ALGORITHMS}
+        if hmac and len(hmac) != len(algorithms):
+            self.issue((*loc, "algorithms"), "HMAC (HS*) and public-key algorithms may not be mixed")
+        key_sources = [k for k in ("secret", "public_key", "jwks_file", "jwks_url") if getattr(m, k)]
+        if len(key_sources) != 1:
+            self.issue(loc, "expected exactly one of secret, public_key, jwks_file, jwks_url")
+        elif hmac and key_sources[0] != "secret":
+            self.issue((*loc, key_sources[0]), "HS* algorithms take a secret")
+        elif not hmac and key_sources[0] == "secret":
+            self.issue((*loc, "secret"), "a secret works only with HS* algorithms")
+        public = bool(key_sources) and key_sources[0] != "secret"
+        for key, waiver, value in (("issuer", "any_issuer", m.issuer), ("audience", "any_audience", m.audience)):
+            waived = getattr(m, waiver)
+            if value is not None and waived:
+                self.issue((*loc, waiver), f"{waiver} = true contradicts {key}")
+            elif public and value is None and not waived:
+                self.issue((*loc, key), f"required with {key_sources[0]} (or set {waiver} = true)")
+        if m.jwks_ttl_min > m.jwks_ttl_max:
+            self.issue((*loc, "jwks_ttl_min"), "must not exceed jwks_ttl_max")
+        if len(self.issues) > before:
+            return None
+        keys = self._keys(m, key_sources[0], algorithms, loc)
+        if keys is None:
+            return None
+        audience = [m.audience] if isinstance(m.audience, str) else m.audience
+        return JwtAuthenticator(
+            aid,
+            sources=sources,
+            algorithms=algorithms,
+            keys=keys,
+            issuer=m.issuer,
+            audience=audience,
+            leeway=m.leeway,
+            required_claims=m.required_claims,
+            subject_claim=m.subject_claim,
+            roles_claim=_claim_ref(m.roles_claim),
+            scopes_claim=_claim_ref(m.scopes_claim),
+            forward_credential=m.forward_credential,
+            cache=cache,
+        )
+
+    def _keys(self, m: _Jwt, kind: str, algorithms: list[str], loc: Loc) -> KeyProvider | None:
+        at = (*loc, kind)
+        try:
+            if kind == "secret":
+                assert m.secret is not None
+                secret = m.secret.encode()
+                if m.secret_encoding == "base64":
+                    secret = base64.b64decode(m.secret, validate=True)
+                return StaticKeys.from_secret(secret, algorithms)
+            if kind == "jwks_url":
+                assert m.jwks_url is not None
+                _check_jwks_url(m.jwks_url)
+                return RemoteJwks(
+                    m.jwks_url,
+                    algorithms=algorithms,
+                    ttl_min=m.jwks_ttl_min,
+                    ttl_max=m.jwks_ttl_max,
+                    cooldown=m.jwks_cooldown,
+                    timeout=m.jwks_timeout,
+                )
+            file = self._path(getattr(m, kind))
+            content = Path(file).read_bytes()
+            if kind == "public_key":
+                return StaticKeys.from_pem(content, algorithms)
+            return StaticKeys.from_jwks(json.loads(content), algorithms)
+        except binascii.Error:
+            self.issue(at, "expected base64 (secret_encoding = 'base64')")
+        except OSError as exc:
+            self.issue(at, f"cannot read {getattr(m, kind)!r}: {_os_reason(exc)}")
+        except json.JSONDecodeError as exc:
+            self.issue(at, f"not a JSON document (line {exc.lineno})")
+        except ValueError as exc:
+            self.issue(at, str(exc))
+        return None
+
+    def _rule(
+        self, index: int, r: _Rule, authenticators: Mapping[str, Authenticator], declared: set[str]
+    ) -> Matcher[Rule] | None:
+        loc: Loc = ("rules", index)
+        before = len(self.issues)
+        patterns = [r.match] if isinstance(r.match, str) else r.match
+        if not patterns:
+            self.issue((*loc, "match"), "expected at least one path pattern")
+        compiled = []
+        for i, pattern in enumerate(patterns):
+            try:
+                compiled.append(compile_pattern(pattern))
+            except ValueError as exc:
+                self.issue((*loc, "match") if isinstance(r.match, str) else (*loc, "match", i), str(exc))
+        methods = None
+        if r.methods is not None:
+            for i, method in enumerate(r.methods):
+                if not _METHOD.fullmatch(method):
+                    self.issue((*loc, "methods", i), f"expected an HTTP method name, got {method!r}")
+            methods = normalize_methods(r.methods)
+        hosts = None
+        if r.hosts is not None:
+            hosts = []
+            for i, host in enumerate(r.hosts):
+                try:
+                    hosts.append(HostPattern.parse(host))
+                except ValueError as exc:
+                    self.issue((*loc, "hosts", i), str(exc))
+        chain: list[Authenticator] = []
+        for i, aid in enumerate(r.authenticate):
+            if aid in authenticators:
+                chain.append(authenticators[aid])
+            elif aid not in declared:  # a declared one that failed to build has its own error
+                self.issue((*loc, "authenticate", i), f"no authenticator {aid!r} is defined")
+        if not r.public and not r.authenticate:
+            self.issue(loc, "a rule needs authenticate = [...] or public = true")
+        if r.require is not None and (r.public or not r.authenticate):
+            self.issue((*loc, "require"), "require needs authenticate = [...] and no public = true")
+        kind = Kind(r.kind)
+        if kind is not Kind.API and r.authenticate and not r.public and r.login_url is None:
+            self.issue(loc, f"a {r.kind} rule that authenticates needs login_url")
+        if r.login_url is not None and not _is_login_url(r.login_url):
+            self.issue((*loc, "login_url"), "expected a path like '/login' or an https:// URL")
+        cors = self._cors(r.cors, (*loc, "cors")) if r.cors is not None else None
+        if r.id is not None and not _ID.fullmatch(r.id):
+            self.issue((*loc, "id"), "a rule id is letters, digits, '-', '_' or '.'")
+        if len(self.issues) > before:
+            return None
+        req = r.require or _Require()
+        rule = Rule(
+            id=r.id or f"rules[{index}]",
+            kind=kind,
+            public=r.public,
+            authenticators=tuple(chain),
+            require=Requirement.build(req.roles, req.scopes, req.claims),
+            login_url=r.login_url,
+            cors=cors,
+            max_body=r.max_body,
+        )
+        return Matcher(tuple(compiled), methods, tuple(hosts) if hosts is not None else None, rule)
+
+    def _cors(self, c: _Cors, loc: Loc) -> CorsPolicy | None:
+        for i, origin in enumerate(c.origins):
+            if origin not in ("*", "null") and not _is_origin(origin):
+                self.issue((*loc, "origins", i), f"expected an origin like 'https://app.example.com', got {origin!r}")
+        if c.credentials and "*" in c.origins:
+            self.issue((*loc, "origins"), "'*' cannot be used with credentials = true")
+        for i, method in enumerate(c.methods):
+            if not _METHOD.fullmatch(method):
+                self.issue((*loc, "methods", i), f"expected an HTTP method name, got {method!r}")
+        for i, header in enumerate(c.headers):
+            try:
+                validate_header_name(header) if header.lower() != "authorization" else None
+            except ValueError as exc:
+                self.issue((*loc, "headers", i), str(exc))
+        return CorsPolicy.build(c.origins, c.methods, c.headers, c.credentials, c.max_age)
+
+    def _unique_ids(self, rules: Sequence[_Rule]) -> None:
+        seen: set[str] = set()
+        for i, r in enumerate(rules):
+            if r.id is not None:
+                if r.id in seen:
+                    self.issue(("rules", i, "id"), f"rule id {r.id!r} is used twice")
+                seen.add(r.id)
+
+    def _path(self, value: str) -> str:
+        return str(self.base / value)
+
+
+def _claim_ref(value: str | list[str] | None) -> str | tuple[str, ...] | None:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _check_jwks_url(url: str) -> None:
+    parts = urlsplit(url)
+    loopback = parts.hostname in ("localhost", "127.0.0.1", "::1")
+    if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+        raise ValueError("expected an https:// URL (http:// only for a loopback address)")
+    if not parts.hostname:
+        raise ValueError("expected a URL with a host")
+
+
+def _is_origin(value: str) -> bool:
+    parts = urlsplit(value)
+    return (
+        parts.scheme in ("http", "https")
+        and bool(parts.hostname)
+        and parts.path == ""
+        and not parts.query
+        and not parts.fragment
+        and "@" not in parts.netloc
+        and value == value.lower()
+    )
+
+
+def _is_login_url(value: str) -> bool:
+    if value.startswith("/"):
+        return not value.startswith("//") and "\\" not in value
+    parts = urlsplit(value)
+    return parts.scheme in ("https", "http") and bool(parts.hostname)
+
+
+def _os_reason(exc: Exception) -> str:
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+
+
+_PYDANTIC_MESSAGES: dict[str, Callable[[Any], str]] = {
+    "extra_forbidden": lambda e: "unknown key (this version does not support it)",
+    "missing": lambda e: "required key is missing",
+    "literal_error": lambda e: f"expected {e['ctx']['expected']}",
+    "string_type": lambda e: "expected a string",
+    "bool_type": lambda e: "expected true or false",
+    "int_type": lambda e: "expected an integer",
+    "float_type": lambda e: "expected a number",
+    "list_type": lambda e: "expected a list",
+    "dict_type": lambda e: "expected a table",
+    "model_type": lambda e: "expected a table",
+}
+
+
+def _explain(err: Any) -> str:
+    render = _PYDANTIC_MESSAGES.get(err["type"])
+    return render(err) if render else str(err["msg"])
+
+
+def _dotted(loc: Loc) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif re.fullmatch(r"[A-Za-z0-9_-]+", part):
+            out += f".{part}" if out else part
+        else:
+            out += f"[{json.dumps(part)}]"
+    return out
+
+
+class _LineIndex:
+    """Where keys are in the TOML text: tomllib gives no positions, so the
+    table headers and ``key =`` lines are scanned once (best effort)."""
+
+    _TABLE = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
+    _ARRAY = re.compile(r"^\s*\[\[\s*([^\[\]]+?)\s*\]\]\s*(#.*)?$")
+    _KEY = re.compile(r"^\s*([A-Za-z0-9_\-.\"' ]+?)\s*=")
+
+    def __init__(self, text: str) -> None:
+        self._lines: dict[Loc, int] = {}
+        counts: dict[Loc, int] = {}
+        table: Loc = ()
+        for number, line in enumerate(text.splitlines(), start=1):
+            if m := self._ARRAY.match(line):
+                key = _split_key(m.group(1))
+                index = counts.get(key, 0)
+                counts[key] = index + 1
+                table = (*key, index)
+            elif m := self._TABLE.match(line):
+                table = _split_key(m.group(1))
+            elif m := self._KEY.match(line):
+                self._lines.setdefault((*table, *_split_key(m.group(1))), number)
+                continue
+            else:
+                continue
+            self._lines.setdefault(table, number)
+
+    def find(self, loc: Loc) -> int | None:
+        for end in range(len(loc), 0, -1):
+            found = self._lines.get(tuple(loc[:end]))
+            if found is not None:
+                return found
+        return None
+
+
+def _split_key(text: str) -> Loc:
+    return tuple(part.strip().strip("\"'") for part in _iter_key(text))
+
+
+def _iter_key(text: str) -> Iterator[str]:
+    part, quote = "", ""
+    for ch in text:
+        if quote:
+            part += ch
+            quote = "" if ch == quote else quote
+        elif ch in "\"'":
+            part += ch
+            quote = ch
+        elif ch == ".":
+            yield part
+            part = ""
+        else:
+            part += ch
+    yield part

@@ -1,0 +1,1 @@
+"""The example app that ``edgeauth demo`` puts behind edgeauth."""

@@ -1,0 +1,53 @@
+"""Client address and scheme, believing ``X-Forwarded-*`` only from trusted proxies.
+
+The client is the TCP peer, replaced by the right-most ``X-Forwarded-For``
+entry that is not itself a trusted proxy, and only when the peer is trusted
+(right-to-left parsing: entries to the left are written by the client and can
+be forged). ``Forwarded`` (RFC 7239) is never read for it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+
+__all__ = ["FORWARDING_HEADERS", "client_address", "rate_key"]
+
+FORWARDING_HEADERS = frozenset(
+    {b"forwarded", b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto", b"x-forwarded-port"}
+)
+
+
+def client_address(peer: str | None, forwarded_for: tuple[str, ...], trusts: Callable[[str], bool]) -> str | None:
+    """The client address for rate limits and audit.
+
+    >>> client_address("10.0.0.1", ("203.0.113.9, 10.0.0.2",), lambda a: a.startswith("10."))
+    '203.0.113.9'
+    >>> client_address("198.51.100.7", ("203.0.113.9",), lambda a: a.startswith("10."))
+    '198.51.100.7'
+    """
+    if peer is None or not forwarded_for or not trusts(peer):
+        return peer
+    entries = [e.strip() for value in forwarded_for for e in value.split(",")]
+    client = peer
+    for entry in reversed(entries):
+        try:
+            address = str(ipaddress.ip_address(entry))
+        except ValueError:
+            break  # garbage from the client side: stop at the last trusted hop
+        client = address
+        if not trusts(address):
+            break
+    return client
+
+
+def rate_key(address: str) -> str:
+    """The rate-limit key of an address: IPv6 clients are keyed by their /64,
+    since one host usually holds the whole prefix."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is None:
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip.ipv4_mapped or ip)

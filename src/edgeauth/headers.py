@@ -1,0 +1,178 @@
+"""Header hygiene: what is stripped from requests, and the identity headers set.
+
+Client-sent copies of identity headers are removed in every spelling: header
+names are compared case-insensitively with ``_`` read as ``-`` (some servers
+and frameworks, e.g. CGI/WSGI environ, fold both to the same name), and every
+repetition goes. The identity headers edgeauth sets are added after that, and
+after hop-by-hop removal, so ``Connection: x-user-id`` cannot remove them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import quote
+
+from .errors import InvalidCredentials
+from .model import Header, Identity
+
+__all__ = [
+    "DEFAULT_IDENTITY_HEADERS",
+    "HOP_BY_HOP",
+    "METHOD_OVERRIDE",
+    "RESERVED",
+    "WELL_KNOWN_IDENTITY",
+    "HeaderField",
+    "IdentityHeaders",
+    "header_map",
+    "normalize_name",
+]
+
+DEFAULT_IDENTITY_HEADERS: Mapping[str, str] = {"x-user-id": "subject", "x-user-role": "roles"}
+
+WELL_KNOWN_IDENTITY = frozenset(
+    {
+        "remote-user",
+        "x-remote-user",
+        "x-forwarded-user",
+        "x-forwarded-email",
+        "x-forwarded-groups",
+        "x-auth-request-user",
+        "x-auth-request-email",
+        "x-original-url",
+        "x-rewrite-url",
+    }
+)
+METHOD_OVERRIDE = frozenset({"x-http-method-override", "x-http-method", "x-method-override"})
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+RESERVED = frozenset({"authorization", "cookie", "host", "content-length", *HOP_BY_HOP})
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 §5.6.2
+
+
+def normalize_name(name: str) -> str:
+    """The spelling-insensitive form of a header name: lower case, ``_`` as ``-``."""
+    return name.lower().replace("_", "-")
+
+
+def header_map(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, tuple[str, ...]]:
+    """ASGI header pairs as {lower-case name: all values in order}."""
+    out: dict[str, tuple[str, ...]] = {}
+    for name, value in raw:
+        key = name.decode("latin-1").lower()
+        out[key] = (*out.get(key, ()), value.decode("latin-1"))
+    return out
+
+
+def validate_header_name(name: str) -> str:
+    """Normalize a configured header name; ValueError saying what was expected."""
+    if not _TOKEN.fullmatch(name):
+        raise ValueError(f"expected a header name (letters, digits, '-'), got {name!r}")
+    lowered = name.lower()
+    if lowered in RESERVED:
+        raise ValueError(f"{name!r} is reserved and cannot carry identity")
+    return lowered
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderField:
+    """One identity header: its name and what it carries."""
+
+    name: str
+    source: Literal["subject", "roles", "scopes", "claim"]
+    claim: str = ""
+
+    @classmethod
+    def parse(cls, name: str, spec: str) -> HeaderField:
+        if spec in ("subject", "roles", "scopes"):
+            return cls(name, spec)
+        if spec.startswith("claim:") and len(spec) > len("claim:"):
+            return cls(name, "claim", spec[len("claim:") :])
+        raise ValueError(f"expected 'subject', 'roles', 'scopes' or 'claim:NAME', got {spec!r}")
+
+    def value(self, identity: Identity | None) -> str:
+        """The header value for ``identity``; empty without one (or without the claim).
+
+        Raises InvalidCredentials for a value that cannot be carried safely: a
+        control character anywhere, or a role/scope holding its separator.
+        """
+        if identity is None:
+            return ""
+        if self.source == "subject":
+            return _safe(identity.subject)
+        if self.source == "roles":
+            return _join(identity.roles, ",")
+        if self.source == "scopes":
+            return _join(identity.scopes, " ")
+        raw = identity.claims.get(self.claim)
+        if raw is None:
+            return ""
+        if isinstance(raw, str):
+            return _safe(raw)
+        return _safe(json.dumps(raw, separators=(",", ":"), ensure_ascii=False, sort_keys=True))
+
+
+def _safe(value: str) -> str:
+    if _CONTROL.search(value):
+        raise InvalidCredentials("identity value holds a control character")
+    if value.isascii():
+        return value
+    # Non-ASCII is percent-encoded as UTF-8 (RFC 9110 §5.5: field values are
+    # ASCII in practice); '%' itself is encoded too so decoding is unambiguous.
+    return quote(value, safe="".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%"))
+
+
+def _join(items: Sequence[str], separator: str) -> str:
+    for item in items:
+        if separator in item or not item:
+            raise InvalidCredentials("identity value holds its separator")
+    return _safe(separator.join(items))
+
+
+class IdentityHeaders:
+    """The configured identity headers and the set of names stripped on entry."""
+
+    def __init__(
+        self,
+        fields: Sequence[HeaderField],
+        extra_strip: Iterable[str] = (),
+    ) -> None:
+        self.fields = tuple(fields)
+        self.stripped = frozenset(
+            {
+                *(normalize_name(f.name) for f in self.fields),
+                *DEFAULT_IDENTITY_HEADERS,
+                *WELL_KNOWN_IDENTITY,
+                *METHOD_OVERRIDE,
+                *(normalize_name(n) for n in extra_strip),
+            }
+        )
+        self._stripped_bytes = frozenset(n.encode("latin-1") for n in self.stripped)
+
+    def strip(self, raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """ASGI header pairs without any spelling of a stripped name."""
+        names = self._stripped_bytes
+        return [(n, v) for n, v in raw if n.lower().replace(b"_", b"-") not in names]
+
+    def build(self, identity: Identity | None, *, include_empty: bool = False) -> tuple[Header, ...]:
+        """The configured headers that have a value for ``identity``; with
+        ``include_empty`` every configured header, empty where there is no value
+        (so a gateway copying them overwrites any client copy)."""
+        pairs = ((f.name, f.value(identity)) for f in self.fields)
+        return tuple(p for p in pairs if include_empty or p[1])

@@ -1,0 +1,205 @@
+"""Frozen value types shared by the engine and the front-ends.
+
+A front-end turns its wire request into a :class:`RequestView`, hands it to the
+pipeline, and renders the :data:`Outcome` it gets back: an :class:`Allow` (forward,
+with these headers), a :class:`Denial` (answer with this status and code) or a
+:class:`Preflight` (a CORS preflight answered at the edge).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal
+
+__all__ = [
+    "EMPTY_CLAIMS",
+    "Allow",
+    "Code",
+    "Denial",
+    "Header",
+    "Identity",
+    "Kind",
+    "Outcome",
+    "Preflight",
+    "RequestView",
+]
+
+Header = tuple[str, str]
+"""A header as (lower-case name, value)."""
+
+EMPTY_CLAIMS: Mapping[str, Any] = MappingProxyType({})
+
+
+class Kind(enum.StrEnum):
+    """How a rule answers a denial: JSON for APIs, a login redirect for pages."""
+
+    API = "api"
+    PAGE = "page"
+    AUTO = "auto"
+
+
+class Code(enum.StrEnum):
+    """Stable reason codes: the JSON ``code``, the audit ``code``, the metric label."""
+
+    BAD_REQUEST = "bad_request"
+    MISSING_CREDENTIALS = "missing_credentials"
+    INVALID_TOKEN = "invalid_token"
+    REVOKED = "revoked"
+    FORBIDDEN = "forbidden"
+    INSUFFICIENT_SCOPE = "insufficient_scope"
+    CSRF = "csrf"
+    UNTRUSTED_PEER = "untrusted_peer"
+    NOT_FOUND = "not_found"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    RATE_LIMITED = "rate_limited"
+    HEADERS_TOO_LARGE = "headers_too_large"
+    INTERNAL_ERROR = "internal_error"
+    BAD_GATEWAY = "bad_gateway"
+    GATEWAY_TIMEOUT = "gateway_timeout"
+    AUTH_UNAVAILABLE = "auth_unavailable"
+
+    @property
+    def status(self) -> int:
+        return _STATUS[self]
+
+    @property
+    def message(self) -> str:
+        return _MESSAGE[self]
+
+
+_STATUS: dict[Code, int] = {
+    Code.BAD_REQUEST: 400,
+    Code.MISSING_CREDENTIALS: 401,
+    Code.INVALID_TOKEN: 401,
+    Code.REVOKED: 401,
+    Code.FORBIDDEN: 403,
+    Code.INSUFFICIENT_SCOPE: 403,
+    Code.CSRF: 403,
+    Code.UNTRUSTED_PEER: 403,
+    Code.NOT_FOUND: 404,
+    Code.PAYLOAD_TOO_LARGE: 413,
+    Code.RATE_LIMITED: 429,
+    Code.HEADERS_TOO_LARGE: 431,
+    Code.INTERNAL_ERROR: 500,
+    Code.BAD_GATEWAY: 502,
+    Code.GATEWAY_TIMEOUT: 504,
+    Code.AUTH_UNAVAILABLE: 503,
+}
+
+_MESSAGE: dict[Code, str] = {
+    Code.BAD_REQUEST: "Malformed or ambiguous request",
+    Code.MISSING_CREDENTIALS: "Authentication required",
+    Code.INVALID_TOKEN: "Invalid or expired credentials",
+    Code.REVOKED: "Credentials have been revoked",
+    Code.FORBIDDEN: "Insufficient permissions",
+    Code.INSUFFICIENT_SCOPE: "Insufficient scope",
+    Code.CSRF: "Cross-site request refused",
+    Code.UNTRUSTED_PEER: "Untrusted peer",
+    Code.NOT_FOUND: "Not found",
+    Code.PAYLOAD_TOO_LARGE: "Request body too large",
+    Code.RATE_LIMITED: "Too many requests",
+    Code.HEADERS_TOO_LARGE: "Request headers too large",
+    Code.INTERNAL_ERROR: "Internal error",
+    Code.BAD_GATEWAY: "Upstream unavailable",
+    Code.GATEWAY_TIMEOUT: "Upstream timed out",
+    Code.AUTH_UNAVAILABLE: "Authentication temporarily unavailable",
+}
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Identity:
+    """A verified caller.
+
+    ``claims`` holds the verified JWT claims (empty for API keys). ``key_id`` is
+    the API key's id or the JWT ``kid``; ``token_id`` the JWT ``jti``.
+    """
+
+    subject: str
+    roles: tuple[str, ...] = ()
+    scopes: tuple[str, ...] = ()
+    claims: Mapping[str, Any] = field(default_factory=lambda: EMPTY_CLAIMS)
+    authenticator: str = ""
+    credential_type: Literal["jwt", "api_key"] = "jwt"
+    key_id: str | None = None
+    token_id: str | None = None
+    issued_at: float | None = None
+    expires_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class RequestView:
+    """What the engine sees of a request.
+
+    ``headers`` maps lower-case names to all their values in order, after the
+    front-end has removed spoofable headers. ``raw_path`` is the request target's
+    path exactly as sent (percent-escapes intact), without the query.
+    """
+
+    method: str
+    raw_path: bytes
+    query: bytes = b""
+    headers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    scheme: str = "http"
+    client: str | None = None
+    websocket: bool = False
+
+    def header(self, name: str) -> str | None:
+        """The first value of header ``name`` (lower-case), or None."""
+        values = self.headers.get(name)
+        return values[0] if values else None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Allow:
+    """Forward the request: to ``raw_path`` (canonical), with ``upstream_headers`` set.
+
+    ``withheld`` names credential places (``"authorization"``, ``"x-api-key"``,
+    ``"cookie:NAME"``) whose credential must not reach the upstream.
+    ``response_headers`` go on the response to the client (CORS).
+    """
+
+    request_id: str
+    rule_id: str
+    path: str
+    raw_path: bytes
+    identity: Identity | None = None
+    upstream_headers: tuple[Header, ...] = ()
+    withheld: tuple[str, ...] = ()
+    response_headers: tuple[Header, ...] = ()
+    max_body: int | None = None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Denial:
+    """Answer the request here with ``code``.
+
+    ``page`` says the request is rendered as a page: a login redirect when
+    ``location`` is set, otherwise a small HTML page; else it is JSON.
+    """
+
+    request_id: str
+    code: Code
+    rule_id: str | None = None
+    page: bool = False
+    location: str | None = None
+    headers: tuple[Header, ...] = ()
+    message: str | None = None
+
+    @property
+    def status(self) -> int:
+        return self.code.status
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Preflight:
+    """A CORS preflight granted at the edge: 204 with these headers."""
+
+    request_id: str
+    rule_id: str
+    headers: tuple[Header, ...]
+
+
+Outcome = Allow | Denial | Preflight

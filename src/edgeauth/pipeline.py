@@ -1,0 +1,388 @@
+"""The decision engine: the only orchestrator. ``evaluate(view) -> Outcome``.
+
+::
+
+    canonical path -> match rule -> CORS preflight? -> body size
+        -> authenticate (the rule's authenticators, in order)
+        -> CSRF check for cookie credentials -> authorize -> identity headers
+
+The engine does no socket I/O of its own (key sets may fetch through their
+injected client); it returns a value the front-end renders. Any exception
+inside it becomes a 500 ``internal_error`` denial: the decision fails closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote_from_bytes
+
+from .audit import AuditSink, LoggingAuditSink, fingerprint
+from .authn.base import CredentialSource
+from .errors import AuthUnavailable, BadRequest, InvalidCredentials, Revoked
+from .model import Allow, Code, Denial, Header, Identity, Kind, Outcome, Preflight, RequestView
+from .paths import CanonicalPath, canonicalize
+from .policy import Policy, Rule
+
+__all__ = ["Engine"]
+
+log = logging.getLogger("edgeauth")
+
+_REALM = 'Bearer realm="edgeauth"'
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+_LOGIN_CODES = frozenset({Code.MISSING_CREDENTIALS, Code.INVALID_TOKEN, Code.REVOKED})
+
+
+def new_request_id() -> str:
+    return secrets.token_hex(8)
+
+
+class _Trace:
+    """What the audit event needs to know, filled in as the decision goes."""
+
+    __slots__ = ("authenticator", "fingerprint", "key_id", "path", "reason", "rule", "subject")
+
+    def __init__(self) -> None:
+        self.path: str | None = None
+        self.rule: str | None = None
+        self.subject: str | None = None
+        self.authenticator: str | None = None
+        self.fingerprint: str | None = None
+        self.key_id: str | None = None
+        self.reason: str | None = None
+
+
+class Engine:
+    """Decides requests against a compiled :class:`~edgeauth.policy.Policy`.
+
+    >>> engine = Engine(load_policy("edgeauth.toml"))        # doctest: +SKIP
+    >>> outcome = await engine.evaluate(view)                # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        policy: Policy,
+        *,
+        clock: Callable[[], float] = time.time,
+        audit: AuditSink | None = None,
+        request_ids: Callable[[], str] = new_request_id,
+    ) -> None:
+        self.policy = policy
+        self._clock = clock
+        self._audit = audit or LoggingAuditSink()
+        self._ids = request_ids
+
+    async def evaluate(self, view: RequestView) -> Outcome:
+        """Decide ``view``; never raises."""
+        request_id = self._ids()
+        trace = _Trace()
+        try:
+            outcome = await self._decide(view, request_id, trace)
+        except Exception:
+            # Details go to the server log only; the client gets a generic 500.
+            log.exception("internal error while deciding request %s", request_id)
+            trace.reason = "internal error"
+            outcome = Denial(request_id, Code.INTERNAL_ERROR, rule_id=trace.rule)
+        if isinstance(outcome, Denial) or self.policy.audit_allows:
+            self._emit(view, outcome, trace)
+        return outcome
+
+    async def _decide(self, view: RequestView, rid: str, trace: _Trace) -> Outcome:
+        try:
+            path = canonicalize(view.raw_path)
+        except BadRequest as exc:
+            trace.reason = str(exc)
+            return Denial(rid, Code.BAD_REQUEST)
+        trace.path = path.raw
+        origin = view.header("origin")
+        requested = view.header("access-control-request-method")
+        preflight = view.method == "OPTIONS" and origin is not None and requested is not None
+        method = requested.upper() if preflight and requested else view.method
+        rule = self.policy.rules.match(method, _host(view), path.raw)
+        if rule is None:
+            if self.policy.default_allow:
+                return Allow(rid, "default", path.decoded, path.raw.encode())
+            return Denial(rid, Code.NOT_FOUND)
+        trace.rule = rule.id
+        cors = rule.cors.response_headers(origin) if rule.cors else ()
+        if preflight and rule.cors is not None:
+            grant = rule.cors.preflight(origin, method)
+            if grant is None:
+                trace.reason = "preflight refused"
+                return Denial(rid, Code.FORBIDDEN, rule_id=rule.id)
+            return Preflight(rid, rule.id, grant)
+        page = _is_page(rule.kind, view)
+        length = view.header("content-length")
+        if rule.max_body is not None and length and length.isdigit() and int(length) > rule.max_body:
+            return self._deny(Code.PAYLOAD_TOO_LARGE, rid, rule, page, view, path, cors)
+
+        identity: Identity | None = None
+        source: CredentialSource | None = None
+        if rule.authenticators:
+            try:
+                identity, source, presented = await self._authenticate(rule, view, trace)
+            except BadRequest as exc:
+                trace.reason = str(exc)
+                return self._deny(Code.BAD_REQUEST, rid, rule, page, view, path, cors)
+            except Revoked as exc:
+                return self._fail(Code.REVOKED, exc, trace, rid, rule, page, view, path, cors)
+            except InvalidCredentials as exc:
+                return self._fail(Code.INVALID_TOKEN, exc, trace, rid, rule, page, view, path, cors)
+            except AuthUnavailable as exc:
+                return self._fail(Code.AUTH_UNAVAILABLE, exc, trace, rid, rule, page, view, path, cors)
+            if identity is None and (presented or not rule.public):
+                code = Code.INVALID_TOKEN if presented else Code.MISSING_CREDENTIALS
+                trace.reason = "no authenticator accepted the credential" if presented else None
+                return self._deny(code, rid, rule, page, view, path, cors)
+
+        upstream: tuple[Header, ...] = ()
+        withheld: tuple[str, ...] = ()
+        if identity is not None and source is not None:
+            trace.subject = identity.subject
+            trace.key_id = identity.key_id
+            if source.kind == "cookie" and self._cross_site(view, rule):
+                trace.reason = "cookie credential from a foreign origin"
+                return self._deny(Code.CSRF, rid, rule, page, view, path, cors)
+            refused = rule.require.check(identity)
+            if refused is not None:
+                return self._deny(refused, rid, rule, page, view, path, cors)
+            try:
+                upstream = self.policy.identity.build(identity)
+            except InvalidCredentials as exc:
+                return self._fail(Code.INVALID_TOKEN, exc, trace, rid, rule, page, view, path, cors)
+            authenticator = self.policy.authenticators[identity.authenticator]
+            if not authenticator.forward_credential:
+                withheld = (source.place,)
+        return Allow(
+            rid,
+            rule.id,
+            path.decoded,
+            path.raw.encode(),
+            identity=identity,
+            upstream_headers=upstream,
+            withheld=withheld,
+            response_headers=cors,
+            max_body=rule.max_body,
+        )
+
+    async def _authenticate(
+        self, rule: Rule, view: RequestView, trace: _Trace
+    ) -> tuple[Identity | None, CredentialSource | None, bool]:
+        """(identity, where it came from, whether any credential was presented)."""
+        credentials = _credentials(rule, view)
+        presented = False
+        now = self._clock()
+        for authenticator in rule.authenticators:
+            for source in authenticator.sources:
+                credential = credentials.get(source)
+                if credential is None:
+                    continue
+                if not presented:
+                    presented = True
+                    trace.fingerprint = fingerprint(credential)
+                trace.authenticator = authenticator.id
+                identity = await authenticator.authenticate(credential, now)
+                if identity is not None:
+                    trace.fingerprint = fingerprint(credential)
+                    return identity, source, True
+        return None, None, presented
+
+    def _cross_site(self, view: RequestView, rule: Rule) -> bool:
+        """CSRF: a cookie credential on an unsafe method or a WebSocket upgrade
+        from a foreign origin (Fetch Metadata, OWASP CSRF cheat sheet)."""
+        if view.method in _SAFE_METHODS and not view.websocket:
+            return False
+        origin = view.header("origin")
+        if origin is None:
+            return view.header("sec-fetch-site") == "cross-site"
+        own = self.policy.server.public_origin or f"{view.scheme}://{view.header('host') or ''}"
+        if origin.lower() == own.lower():
+            return False
+        return not (rule.cors is not None and origin in rule.cors.origins)
+
+    def _fail(
+        self,
+        code: Code,
+        exc: Exception,
+        trace: _Trace,
+        rid: str,
+        rule: Rule,
+        page: bool,
+        view: RequestView,
+        path: CanonicalPath,
+        cors: tuple[Header, ...],
+    ) -> Denial:
+        trace.reason = str(exc) or type(exc).__name__
+        return self._deny(code, rid, rule, page, view, path, cors)
+
+    def _deny(
+        self,
+        code: Code,
+        rid: str,
+        rule: Rule,
+        page: bool,
+        view: RequestView,
+        path: CanonicalPath,
+        cors: tuple[Header, ...],
+    ) -> Denial:
+        if page and code in _LOGIN_CODES and rule.login_url:
+            return Denial(rid, code, rule.id, page=True, location=_login_location(rule.login_url, path, view))
+        headers = cors
+        if code in _LOGIN_CODES and not page:
+            challenge = _REALM if code is Code.MISSING_CREDENTIALS else f'{_REALM}, error="invalid_token"'
+            headers = (("www-authenticate", challenge), *cors)
+        elif code is Code.INSUFFICIENT_SCOPE and not page:
+            headers = (("www-authenticate", f'{_REALM}, error="insufficient_scope"'), *cors)
+        return Denial(rid, code, rule.id, page=page, headers=headers)
+
+    def _emit(self, view: RequestView, outcome: Outcome, trace: _Trace) -> None:
+        if isinstance(outcome, Denial):
+            status, code, result = outcome.status, outcome.code.value, "deny"
+        else:
+            status, code, result = (204 if isinstance(outcome, Preflight) else 200), None, "allow"
+        event: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self._clock())),
+            "request_id": outcome.request_id,
+            "method": view.method,
+            "path": trace.path if trace.path is not None else _printable(view.raw_path),
+            "rule": trace.rule,
+            "outcome": result,
+            "code": code,
+            "status": status,
+            "reason": trace.reason,
+            "subject": trace.subject,
+            "client": view.client,
+            "authenticator": trace.authenticator,
+            "key_id": trace.key_id,
+            "fingerprint": trace.fingerprint,
+        }
+        try:
+            self._audit.emit(event)
+        except Exception:
+            log.exception("audit sink failed for request %s", outcome.request_id)
+
+
+def _credentials(rule: Rule, view: RequestView) -> dict[CredentialSource, str]:
+    """The credential in each place the rule reads; BadRequest when ambiguous."""
+    found: dict[CredentialSource, str] = {}
+    cookies: dict[str, str] | None = None
+    for source in rule.sources:
+        value: str | None
+        if source.kind == "bearer":
+            value = _bearer(view.headers.get("authorization", ()))
+        elif source.kind == "header":
+            value = _single(view.headers.get(source.name, ()), source.name)
+        else:
+            if cookies is None:
+                cookies = _cookies(view.headers.get("cookie", ()))
+            value = cookies.get(source.name)
+        if value is not None:
+            found[source] = value
+    bearer = found.get(_BEARER)
+    api_key = found.get(_API_KEY_HEADER)
+    if bearer is not None and api_key is not None and bearer != api_key:
+        raise BadRequest("Bearer token and X-API-Key disagree")
+    return found
+
+
+_BEARER = CredentialSource("bearer")
+_API_KEY_HEADER = CredentialSource("header", "x-api-key")
+
+
+def _bearer(values: tuple[str, ...]) -> str | None:
+    if len(values) > 1:
+        raise BadRequest("more than one Authorization header")
+    if not values:
+        return None
+    scheme, _, token = values[0].strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None  # another scheme (Basic, ...) is not a bearer credential
+    return token.strip()  # "Bearer" with an empty token is presented and invalid
+
+
+def _single(values: tuple[str, ...], name: str) -> str | None:
+    distinct = {v.strip() for v in values}
+    if len(distinct) > 1:
+        raise BadRequest(f"conflicting {name} headers")
+    value = distinct.pop() if distinct else ""
+    return value or None
+
+
+def _cookies(headers: tuple[str, ...]) -> dict[str, str]:
+    """Cookie pairs (RFC 6265 §5.4); a name sent twice with different values is
+    ambiguous (servers disagree on which one wins) and refused."""
+    out: dict[str, str] = {}
+    for header in headers:
+        for pair in header.split(";"):
+            name, eq, value = pair.partition("=")
+            name = name.strip()
+            if not eq or not name:
+                continue
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            if not value:
+                continue  # an emptied (signed-out) cookie is no credential
+            if out.setdefault(name, value) != value:
+                raise BadRequest(f"cookie {name!r} sent twice with different values")
+    return out
+
+
+def _host(view: RequestView) -> str:
+    host = (view.header("host") or "").strip().lower()
+    if host.startswith("["):
+        return host.partition("]")[0] + "]"
+    return host.rpartition(":")[0] if ":" in host else host
+
+
+def _is_page(kind: Kind, view: RequestView) -> bool:
+    if kind is Kind.API or view.websocket:
+        return False
+    if kind is Kind.PAGE:
+        return True
+    mode = view.header("sec-fetch-mode")
+    if mode is not None:
+        return mode == "navigate" and view.header("sec-fetch-dest") == "document"
+    return _prefers_html(view.header("accept") or "")
+
+
+def _prefers_html(accept: str) -> bool:
+    """Does an Accept header (RFC 9110 §12.5.1) prefer text/html over everything
+    else it names? A bare ``*/*`` is not a preference."""
+    html_q, best_other = -1.0, 0.0
+    for item in accept.split(","):
+        media, *params = (p.strip() for p in item.split(";"))
+        q = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        media = media.lower()
+        if media == "text/html":
+            html_q = max(html_q, q)
+        elif media and media != "*/*" and media != "application/xhtml+xml":
+            best_other = max(best_other, q)
+    return html_q > 0 and html_q >= best_other
+
+
+def _login_location(login_url: str, path: CanonicalPath, view: RequestView) -> str:
+    """``login_url`` with ``next`` = the canonical path and query, percent-encoded.
+
+    The canonical path starts with exactly one '/' and holds no backslash, so
+    ``next`` is always a same-site relative path.
+    """
+    target = "/" + path.raw.lstrip("/")
+    raw = target.encode() + (b"?" + view.query if view.query else b"")
+    joiner = "&" if "?" in login_url else "?"
+    return f"{login_url}{joiner}next={quote_from_bytes(raw, safe='')}"
+
+
+def _printable(raw: bytes) -> str:
+    """A raw path safe to log: escapes instead of controls, bounded length."""
+    return raw[:512].decode("ascii", "backslashreplace").encode("unicode_escape").decode("ascii")

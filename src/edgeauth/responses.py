@@ -1,0 +1,75 @@
+"""Outcomes edgeauth answers itself, rendered to status, headers and body.
+
+API denials are JSON ``{"error", "code", "request_id"}``; page denials are a
+login redirect (302 for GET/HEAD, 303 otherwise, RFC 9110 §15.4) or a small
+HTML page. No response names a library or carries an exception's text.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+
+from .model import Code, Denial, Header, Preflight
+
+__all__ = ["Rendered", "error_body", "render_denial", "render_preflight"]
+
+Rendered = tuple[int, list[tuple[bytes, bytes]], bytes]
+
+_REASON = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    413: "Content Too Large",
+    429: "Too Many Requests",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+_COMMON: list[tuple[bytes, bytes]] = [
+    (b"cache-control", b"no-store"),
+    (b"x-content-type-options", b"nosniff"),
+]
+
+
+def error_body(code: Code, request_id: str, message: str | None = None) -> bytes:
+    """The JSON error body of every ``api`` denial."""
+    return json.dumps(
+        {"error": message or code.message, "code": code.value, "request_id": request_id},
+        separators=(",", ":"),
+    ).encode()
+
+
+def _encode(headers: tuple[Header, ...]) -> list[tuple[bytes, bytes]]:
+    return [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers]
+
+
+def render_denial(denial: Denial, method: str) -> Rendered:
+    """Status, headers and body for ``denial`` answered to a ``method`` request."""
+    headers = [*_COMMON, (b"x-request-id", denial.request_id.encode()), *_encode(denial.headers)]
+    if denial.page and denial.location is not None:
+        status = 302 if method in ("GET", "HEAD") else 303
+        headers.append((b"location", denial.location.encode("ascii")))
+        return status, headers, b""
+    status = denial.status
+    if denial.page:
+        title = f"{status} {_REASON.get(status, 'Error')}"
+        message = denial.message or denial.code.message
+        page = (
+            "<!doctype html>\n<html lang=en><meta charset=utf-8>"
+            f"<title>{title}</title>"
+            f"<h1>{title}</h1><p>{html.escape(message)}</p>"
+            f"<p><small>Request id: {html.escape(denial.request_id)}</small></p></html>\n"
+        )
+        headers.append((b"content-type", b"text/html; charset=utf-8"))
+        return status, headers, page.encode()
+    headers.append((b"content-type", b"application/json"))
+    return status, headers, error_body(denial.code, denial.request_id, denial.message)
+
+
+def render_preflight(preflight: Preflight) -> Rendered:
+    """204 with the CORS grant; no body."""
+    return 204, [(b"x-request-id", preflight.request_id.encode()), *_encode(preflight.headers)], b""

@@ -1,0 +1,121 @@
+"""Rule patterns, compiled once at load; first match wins.
+
+Patterns are matched against the canonical path (:mod:`edgeauth.paths`):
+``*`` matches within one segment, ``**`` (a whole segment) across segments.
+``/x/**`` matches ``/x``, ``/x/`` and everything below; an exact ``/x`` also
+matches ``/x/``. Matching is case-sensitive.
+
+>>> p = compile_pattern("/api/**")
+>>> bool(p.fullmatch("/api")), bool(p.fullmatch("/api/a/b")), bool(p.fullmatch("/apix"))
+(True, True, False)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+from urllib.parse import quote
+
+__all__ = ["HostPattern", "Matcher", "RuleSet", "compile_pattern"]
+
+T = TypeVar("T")
+
+# Characters a canonical path keeps raw (RFC 3986 pchar without pct-encoded, minus ";").
+_PCHAR_SAFE = "/-._~!$&'()*+,=:@"
+
+
+def compile_pattern(pattern: str) -> re.Pattern[str]:
+    """Compile one path pattern; raises ValueError saying what was expected."""
+    if not pattern.startswith("/"):
+        raise ValueError(f"a path pattern must start with '/', got {pattern!r}")
+    if any(c in pattern for c in "?#;\\%") or any(ord(c) < 0x20 or ord(c) == 0x7F for c in pattern):
+        raise ValueError(f"a path pattern may not contain '?', '#', ';', '\\', '%' or controls: {pattern!r}")
+    segments = pattern[1:].split("/")
+    if any(seg in (".", "..") for seg in segments):
+        raise ValueError(f"a path pattern may not contain '.' or '..' segments: {pattern!r}")
+    if any(seg == "" for seg in segments[:-1]):
+        raise ValueError(f"a path pattern may not contain '//': {pattern!r}")
+    if pattern == "/":
+        return re.compile("/")
+    out: list[str] = []
+    for seg in segments:
+        if seg == "**":
+            out.append("(?:/.*)?")
+        elif "**" in seg:
+            raise ValueError(f"'**' must be a whole segment, as in '/x/**': {pattern!r}")
+        elif seg == "*":
+            out.append("/[^/]+")
+        elif seg == "":  # trailing slash in the pattern: optional, like an exact path
+            continue
+        else:
+            parts = [re.escape(quote(part, safe=_PCHAR_SAFE)) for part in seg.split("*")]
+            out.append("/" + "[^/]*".join(parts))
+    regex = "".join(out)
+    if segments[-1] != "**":
+        regex += "/?"
+    return re.compile(regex)
+
+
+@dataclass(frozen=True, slots=True)
+class HostPattern:
+    """``app.example.com`` exactly, or ``*.example.com`` for any subdomain (not the apex)."""
+
+    suffix: str
+    wildcard: bool
+
+    @classmethod
+    def parse(cls, text: str) -> HostPattern:
+        host = text.strip().lower()
+        wildcard = host.startswith("*.")
+        name = host[2:] if wildcard else host
+        if not name or not re.fullmatch(r"[a-z0-9.-]+|\[[0-9a-f:.]+\]", name) or "*" in name:
+            raise ValueError(f"expected a host name like 'app.example.com' or '*.example.com', got {text!r}")
+        return cls("." + name if wildcard else name, wildcard)
+
+    def matches(self, host: str) -> bool:
+        return host.endswith(self.suffix) if self.wildcard else host == self.suffix
+
+
+@dataclass(frozen=True, slots=True)
+class Matcher(Generic[T]):
+    """One rule's match conditions, carrying the rule as ``target``."""
+
+    patterns: tuple[re.Pattern[str], ...]
+    methods: frozenset[str] | None
+    hosts: tuple[HostPattern, ...] | None
+    target: T
+
+    def matches(self, method: str, host: str, path: str) -> bool:
+        if self.methods is not None and method not in self.methods:
+            return False
+        if self.hosts is not None and not any(h.matches(host) for h in self.hosts):
+            return False
+        return any(p.fullmatch(path) for p in self.patterns)
+
+
+class RuleSet(Generic[T]):
+    """Rules in file order; :meth:`match` returns the first that matches."""
+
+    def __init__(self, matchers: Sequence[Matcher[T]]) -> None:
+        self._matchers = tuple(matchers)
+
+    def __len__(self) -> int:
+        return len(self._matchers)
+
+    def match(self, method: str, host: str, path: str) -> T | None:
+        """The first rule matching ``method`` (upper-case), ``host`` (lower-case,
+        no port) and the canonical ``path``, or None."""
+        for m in self._matchers:
+            if m.matches(method, host, path):
+                return m.target
+        return None
+
+
+def normalize_methods(methods: Sequence[str]) -> frozenset[str]:
+    """Upper-case method names; GET also admits HEAD (RFC 9110 §9.3.2)."""
+    result = {m.upper() for m in methods}
+    if "GET" in result:
+        result.add("HEAD")
+    return frozenset(result)
