@@ -148,7 +148,10 @@ async def echo_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         {
             "type": "http.response.start",
             "status": 200,
-            "headers": [(b"content-type", b"application/json"), (b"access-control-allow-origin", b"*")],
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"access-control-allow-origin", b"*"),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": data})

@@ -56,7 +56,9 @@ async def test_wrong_api_key_is_401_invalid_token(client: httpx.AsyncClient) -> 
     assert r.headers["www-authenticate"] == 'Bearer realm="edgeauth", error="invalid_token"'
 
 
-async def test_valid_api_key_reaches_handler_with_identity_headers(client: httpx.AsyncClient) -> None:
+async def test_valid_api_key_reaches_handler_with_identity_headers(
+    client: httpx.AsyncClient,
+) -> None:
     """A valid API key passes, and the handler gets x-user-id and x-user-role."""
     for headers in ({"authorization": f"Bearer {API_KEY}"}, {"x-api-key": API_KEY}):
         r = await client.get("/api/v1/reports", headers=headers)

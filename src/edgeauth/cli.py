@@ -20,7 +20,9 @@ __all__ = ["main"]
 def main() -> None:
     """Entry point of the ``edgeauth`` console script."""
     if click is None:  # pragma: no cover
-        sys.exit("edgeauth: the command line needs the server extra: pip install 'edgeauth[server]'")
+        sys.exit(
+            "edgeauth: the command line needs the server extra: pip install 'edgeauth[server]'"
+        )
     cli()
 
 
@@ -41,10 +43,8 @@ if click is not None:
             click.echo(str(exc), err=True)
             sys.exit(1)
         default = "allow" if loaded.default_allow else "deny"
-        click.echo(
-            f"{policy}: OK: {len(loaded.rules)} rules, {len(loaded.authenticators)} authenticators, "
-            f"default {default}"
-        )
+        rules, authn = len(loaded.rules), len(loaded.authenticators)
+        click.echo(f"{policy}: OK: {rules} rules, {authn} authenticators, default {default}")
 
     @cli.group()
     def keys() -> None:
@@ -54,13 +54,17 @@ if click is not None:
     @click.option("--subject", required=True, help="Who the key acts as (x-user-id).")
     @click.option("--roles", default="", help="Comma-separated roles.")
     @click.option("--scopes", default="", help="Comma-separated scopes.")
-    @click.option("--id", "key_id", default=None, help="Key id shown in logs (default: SUBJECT-random).")
+    @click.option(
+        "--id", "key_id", default=None, help="Key id shown in logs (default: SUBJECT-random)."
+    )
     @click.option(
         "--expires",
         default=None,
         help="Expiry, ISO 8601 with a time zone, e.g. 2027-01-01T00:00:00Z.",
     )
-    def keys_new(subject: str, roles: str, scopes: str, key_id: str | None, expires: str | None) -> None:
+    def keys_new(
+        subject: str, roles: str, scopes: str, key_id: str | None, expires: str | None
+    ) -> None:
         """Print a new random API key once, and the entry to paste into the keys file."""
         from .authn.apikey import new_key
 
@@ -69,9 +73,13 @@ if click is not None:
             try:
                 when = datetime.fromisoformat(expires.replace("Z", "+00:00"))
             except ValueError:
-                raise click.BadParameter("expected ISO 8601, e.g. 2027-01-01T00:00:00Z", param_hint="--expires") from None
+                raise click.BadParameter(
+                    "expected ISO 8601, e.g. 2027-01-01T00:00:00Z", param_hint="--expires"
+                ) from None
             if when.tzinfo is None:
-                raise click.BadParameter("needs a time zone, e.g. ...Z or +02:00", param_hint="--expires")
+                raise click.BadParameter(
+                    "needs a time zone, e.g. ...Z or +02:00", param_hint="--expires"
+                )
         try:
             key, entry = new_key(
                 subject=subject,

@@ -146,20 +146,15 @@ class _Audit(_Model):
     allows: bool = False
 
 
-class _Policy(_Model):
-    server: _Server = _Server()
-    identity: _Identity = _Identity()
-    authenticators: dict[str, dict[str, Any]] = {}
-    rules: list[_Rule] = Field(min_length=1)
-    default: _Default = _Default()
-    cache: _Cache = _Cache()
-    audit: _Audit = _Audit()
+_SECTIONS = ("server", "identity", "default", "cache", "audit")
 
 
 M = TypeVar("M", bound=_Model)
 
 
-def load_policy(path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None) -> Policy:
+def load_policy(
+    path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None
+) -> Policy:
     """Load, validate and compile a TOML policy file.
 
     >>> policy = load_policy("edgeauth.toml")      # doctest: +SKIP
@@ -171,19 +166,25 @@ def load_policy(path: str | os.PathLike[str], *, environ: Mapping[str, str] | No
     try:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(name, [ConfigIssue("", f"cannot read the file: {_os_reason(exc)}")]) from None
+        raise ConfigError(
+            name, [ConfigIssue("", f"cannot read the file: {_os_reason(exc)}")]
+        ) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         line = re.search(r"line (\d+)", str(exc))
         issue = ConfigIssue("", f"not valid TOML: {exc}", int(line.group(1)) if line else None)
         raise ConfigError(name, [issue]) from None
-    builder = _Builder(name, file.parent, _LineIndex(text), os.environ if environ is None else environ)
+    builder = _Builder(
+        name, file.parent, _LineIndex(text), os.environ if environ is None else environ
+    )
     return builder.build(data)
 
 
 class _Builder:
-    def __init__(self, name: str, base: Path, lines: _LineIndex, environ: Mapping[str, str]) -> None:
+    def __init__(
+        self, name: str, base: Path, lines: _LineIndex, environ: Mapping[str, str]
+    ) -> None:
         self.name = name
         self.base = base
         self.lines = lines
@@ -206,23 +207,40 @@ class _Builder:
 
     def build(self, raw: dict[str, Any]) -> Policy:
         data = self._expand(raw, ())
-        top = self.validate(_Policy, data, ())
-        if top is None:
-            # Still check each authenticator table, so every problem shows at once.
-            for aid, table in (data.get("authenticators") or {}).items() if isinstance(data, dict) else ():
-                self._authenticator_model(aid, table)
-            raise self.fail()
-        server = self._server(top.server)
-        identity = self._identity(top.identity)
-        cache = TokenCache(top.cache.tokens) if top.cache.tokens > 0 else None
+        # Each section is validated on its own, so that every problem in the
+        # file is reported at once, not only those of the first bad section.
+        for key in data:
+            if key not in (*_SECTIONS, "authenticators", "rules"):
+                self.issue((key,), "unknown key (this version does not support it)")
+        server_m = self.validate(_Server, data.get("server", {}), ("server",))
+        identity_m = self.validate(_Identity, data.get("identity", {}), ("identity",))
+        default = self.validate(_Default, data.get("default", {}), ("default",)) or _Default()
+        cache_m = self.validate(_Cache, data.get("cache", {}), ("cache",)) or _Cache()
+        audit = self.validate(_Audit, data.get("audit", {}), ("audit",)) or _Audit()
+        tables = data.get("authenticators", {})
+        if not isinstance(tables, dict):
+            self.issue(("authenticators",), "expected a table of authenticators")
+            tables = {}
+        rules = data.get("rules")
+        if not isinstance(rules, list) or not rules:
+            self.issue(("rules",), "expected at least one [[rules]] table")
+            rules = []
+        server = self._server(server_m) if server_m else ServerSettings()
+        identity = self._identity(identity_m or _Identity())
+        cache = TokenCache(cache_m.tokens) if cache_m.tokens > 0 else None
         authenticators: dict[str, Authenticator] = {}
-        for aid, table in top.authenticators.items():
+        for aid, table in tables.items():
             built = self._authenticator(aid, table, cache)
             if built is not None:
                 authenticators[aid] = built
-        declared = set(top.authenticators)
-        matchers = [self._rule(i, r, authenticators, declared) for i, r in enumerate(top.rules)]
-        self._unique_ids(top.rules)
+        matchers = []
+        models: list[tuple[int, _Rule]] = []
+        for i, table in enumerate(rules):
+            model = self.validate(_Rule, table, ("rules", i))
+            if model is not None:
+                models.append((i, model))
+                matchers.append(self._rule(i, model, authenticators, set(tables)))
+        self._unique_ids(models)
         if self.issues:
             raise self.fail()
         return Policy(
@@ -231,8 +249,8 @@ class _Builder:
             identity=identity,
             authenticators=authenticators,
             server=server,
-            default_allow=top.default.action == "allow",
-            audit_allows=top.audit.allows,
+            default_allow=default.action == "allow",
+            audit_allows=audit.allows,
         )
 
     # ${VAR} expansion, before validation, so errors name the key.
@@ -258,9 +276,14 @@ class _Builder:
             try:
                 networks.append(ipaddress.ip_network(cidr, strict=False))
             except ValueError:
-                self.issue(("server", "trusted_proxies", i), f"expected an IP address or CIDR, got {cidr!r}")
+                self.issue(
+                    ("server", "trusted_proxies", i),
+                    f"expected an IP address or CIDR, got {cidr!r}",
+                )
         if s.public_origin is not None and not _is_origin(s.public_origin):
-            self.issue(("server", "public_origin"), "expected an origin like 'https://app.example.com'")
+            self.issue(
+                ("server", "public_origin"), "expected an origin like 'https://app.example.com'"
+            )
         if s.upstream is not None and urlsplit(s.upstream).scheme not in ("http", "https"):
             self.issue(("server", "upstream"), "expected an http:// or https:// URL")
         if (s.tls_cert is None) != (s.tls_key is None):
@@ -284,7 +307,9 @@ class _Builder:
     def _identity(self, ident: _Identity) -> IdentityHeaders:
         fields: list[HeaderField] = []
         seen: set[str] = set()
-        for name, spec in (ident.headers if ident.headers is not None else DEFAULT_IDENTITY_HEADERS).items():
+        for name, spec in (
+            ident.headers if ident.headers is not None else DEFAULT_IDENTITY_HEADERS
+        ).items():
             loc = ("identity", "headers", name)
             try:
                 lowered = validate_header_name(name)
@@ -357,11 +382,18 @@ class _Builder:
         for i, alg in enumerate(algorithms):
             if alg not in HMAC_ALGORITHMS | ASYMMETRIC_ALGORITHMS:
                 known = ", ".join(sorted(HMAC_ALGORITHMS | ASYMMETRIC_ALGORITHMS))
-                self.issue((*loc, "algorithms", i), f"unsupported algorithm {alg!r}; expected one of {known}")
+                self.issue(
+                    (*loc, "algorithms", i),
+                    f"unsupported algorithm {alg!r}; expected one of {known}",
+                )
         hmac = {a for a in algorithms if a in HMAC_ALGORITHMS}
         if hmac and len(hmac) != len(algorithms):
-            self.issue((*loc, "algorithms"), "HMAC (HS*) and public-key algorithms may not be mixed")
-        key_sources = [k for k in ("secret", "public_key", "jwks_file", "jwks_url") if getattr(m, k)]
+            self.issue(
+                (*loc, "algorithms"), "HMAC (HS*) and public-key algorithms may not be mixed"
+            )
+        key_sources = [
+            k for k in ("secret", "public_key", "jwks_file", "jwks_url") if getattr(m, k)
+        ]
         if len(key_sources) != 1:
             self.issue(loc, "expected exactly one of secret, public_key, jwks_file, jwks_url")
         elif hmac and key_sources[0] != "secret":
@@ -369,7 +401,10 @@ class _Builder:
         elif not hmac and key_sources[0] == "secret":
             self.issue((*loc, "secret"), "a secret works only with HS* algorithms")
         public = bool(key_sources) and key_sources[0] != "secret"
-        for key, waiver, value in (("issuer", "any_issuer", m.issuer), ("audience", "any_audience", m.audience)):
+        for key, waiver, value in (
+            ("issuer", "any_issuer", m.issuer),
+            ("audience", "any_audience", m.audience),
+        ):
             waived = getattr(m, waiver)
             if value is not None and waived:
                 self.issue((*loc, waiver), f"{waiver} = true contradicts {key}")
@@ -447,12 +482,16 @@ class _Builder:
             try:
                 compiled.append(compile_pattern(pattern))
             except ValueError as exc:
-                self.issue((*loc, "match") if isinstance(r.match, str) else (*loc, "match", i), str(exc))
+                self.issue(
+                    (*loc, "match") if isinstance(r.match, str) else (*loc, "match", i), str(exc)
+                )
         methods = None
         if r.methods is not None:
             for i, method in enumerate(r.methods):
                 if not _METHOD.fullmatch(method):
-                    self.issue((*loc, "methods", i), f"expected an HTTP method name, got {method!r}")
+                    self.issue(
+                        (*loc, "methods", i), f"expected an HTTP method name, got {method!r}"
+                    )
             methods = normalize_methods(r.methods)
         hosts = None
         if r.hosts is not None:
@@ -498,7 +537,10 @@ class _Builder:
     def _cors(self, c: _Cors, loc: Loc) -> CorsPolicy | None:
         for i, origin in enumerate(c.origins):
             if origin not in ("*", "null") and not _is_origin(origin):
-                self.issue((*loc, "origins", i), f"expected an origin like 'https://app.example.com', got {origin!r}")
+                self.issue(
+                    (*loc, "origins", i),
+                    f"expected an origin like 'https://app.example.com', got {origin!r}",
+                )
         if c.credentials and "*" in c.origins:
             self.issue((*loc, "origins"), "'*' cannot be used with credentials = true")
         for i, method in enumerate(c.methods):
@@ -511,9 +553,9 @@ class _Builder:
                 self.issue((*loc, "headers", i), str(exc))
         return CorsPolicy.build(c.origins, c.methods, c.headers, c.credentials, c.max_age)
 
-    def _unique_ids(self, rules: Sequence[_Rule]) -> None:
+    def _unique_ids(self, rules: Sequence[tuple[int, _Rule]]) -> None:
         seen: set[str] = set()
-        for i, r in enumerate(rules):
+        for i, r in rules:
             if r.id is not None:
                 if r.id in seen:
                     self.issue(("rules", i, "id"), f"rule id {r.id!r} is used twice")

@@ -14,11 +14,19 @@ from collections.abc import Callable
 __all__ = ["FORWARDING_HEADERS", "client_address", "rate_key"]
 
 FORWARDING_HEADERS = frozenset(
-    {b"forwarded", b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto", b"x-forwarded-port"}
+    {
+        b"forwarded",
+        b"x-forwarded-for",
+        b"x-forwarded-host",
+        b"x-forwarded-proto",
+        b"x-forwarded-port",
+    }
 )
 
 
-def client_address(peer: str | None, forwarded_for: tuple[str, ...], trusts: Callable[[str], bool]) -> str | None:
+def client_address(
+    peer: str | None, forwarded_for: tuple[str, ...], trusts: Callable[[str], bool]
+) -> str | None:
     """The client address for rate limits and audit.
 
     >>> client_address("10.0.0.1", ("203.0.113.9, 10.0.0.2",), lambda a: a.startswith("10."))
@@ -48,6 +56,8 @@ def rate_key(address: str) -> str:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return address
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is None:
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
         return str(ipaddress.IPv6Network((ip, 64), strict=False))
-    return str(ip.ipv4_mapped or ip)
+    return str(ip)

@@ -100,8 +100,12 @@ class HeaderField:
 
     @classmethod
     def parse(cls, name: str, spec: str) -> HeaderField:
-        if spec in ("subject", "roles", "scopes"):
-            return cls(name, spec)
+        if spec == "subject":
+            return cls(name, "subject")
+        if spec == "roles":
+            return cls(name, "roles")
+        if spec == "scopes":
+            return cls(name, "scopes")
         if spec.startswith("claim:") and len(spec) > len("claim:"):
             return cls(name, "claim", spec[len("claim:") :])
         raise ValueError(f"expected 'subject', 'roles', 'scopes' or 'claim:NAME', got {spec!r}")
@@ -170,7 +174,9 @@ class IdentityHeaders:
         names = self._stripped_bytes
         return [(n, v) for n, v in raw if n.lower().replace(b"_", b"-") not in names]
 
-    def build(self, identity: Identity | None, *, include_empty: bool = False) -> tuple[Header, ...]:
+    def build(
+        self, identity: Identity | None, *, include_empty: bool = False
+    ) -> tuple[Header, ...]:
         """The configured headers that have a value for ``identity``; with
         ``include_empty`` every configured header, empty where there is no value
         (so a gateway copying them overwrites any client copy)."""

@@ -137,12 +137,25 @@ def prepare_demo(folder: Path) -> DemoSetup:
     )
     now = int(time.time())
     partner_token = jwt.encode(
-        {"sub": "partner-app", "iss": PARTNER_ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 3600},
+        {
+            "sub": "partner-app",
+            "iss": PARTNER_ISSUER,
+            "aud": AUDIENCE,
+            "iat": now,
+            "exp": now + 3600,
+        },
         partner_key,
         algorithm="ES256",
     )
     alice_session = jwt.encode(
-        {"sub": "alice", "role": ["user"], "iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 3600},
+        {
+            "sub": "alice",
+            "role": ["user"],
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "iat": now,
+            "exp": now + 3600,
+        },
         secret,
         algorithm="HS256",
     )
@@ -151,7 +164,8 @@ def prepare_demo(folder: Path) -> DemoSetup:
 
 def _banner(setup: DemoSetup, base: str) -> str:
     users = "\n".join(
-        f"    {u.username:<6} password {u.password:<11} roles {', '.join(u.roles)}" for u in DEMO_USERS
+        f"    {u.username:<6} password {u.password:<11} roles {', '.join(u.roles)}"
+        for u in DEMO_USERS
     )
     return f"""
 edgeauth demo: the example app behind edgeauth at {base}
@@ -168,7 +182,8 @@ edgeauth demo: the example app behind edgeauth at {base}
     401  curl -i {base}/api/protected/me
     403  curl -i --cookie 'session={setup.alice_session}' {base}/api/admin/users
     302  curl -i {base}/dashboard
-    200  curl -i -H 'content-type: application/json' -d '{{"username":"admin","password":"admin-pass"}}' {base}/api/login
+    200  curl -i -H 'content-type: application/json' \\
+              -d '{{"username":"admin","password":"admin-pass"}}' {base}/api/login
 
   Audit events for every denial are printed below. Ctrl-C stops the demo.
 """
@@ -182,7 +197,9 @@ def run_demo(*, host: str = "127.0.0.1", port: int = 8080) -> None:
     with tempfile.TemporaryDirectory(prefix="edgeauth-demo-") as tmp:
         setup = prepare_demo(Path(tmp))
         os.environ[SECRET_VAR] = setup.session_secret
-        upstream = create_app(session_secret=setup.session_secret.encode(), issuer=ISSUER, audience=AUDIENCE)
+        upstream = create_app(
+            session_secret=setup.session_secret.encode(), issuer=ISSUER, audience=AUDIENCE
+        )
         app = EdgeAuth(upstream, policy=load_policy(setup.policy_file))
         shown = f"[{host}]" if ":" in host else host
         print(_banner(setup, f"http://{shown}:{port}"), flush=True)
