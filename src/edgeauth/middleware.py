@@ -79,7 +79,9 @@ class EdgeAuth:
             view, headers = self._view(scope)
         except Exception:
             log.exception("cannot read the request scope")
-            await _send_rendered(scope, send, render_denial(Denial("-", Code.INTERNAL_ERROR), "GET"))
+            await _send_rendered(
+                scope, send, render_denial(Denial("-", Code.INTERNAL_ERROR), "GET")
+            )
             return
         outcome = await self.engine.evaluate(view)
         if isinstance(outcome, Allow):
@@ -114,7 +116,12 @@ class EdgeAuth:
         return view, headers
 
     async def _forward(
-        self, scope: Scope, receive: Receive, send: Send, allow: Allow, headers: list[tuple[bytes, bytes]]
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        allow: Allow,
+        headers: list[tuple[bytes, bytes]],
     ) -> None:
         if allow.withheld:
             headers = _withhold(headers, allow.withheld)
@@ -135,7 +142,11 @@ class EdgeAuth:
                 started = True
                 if extra and message["type"] == "http.response.start":
                     message["headers"] = [
-                        *(h for h in message.get("headers", ()) if not h[0].lower().startswith(b"access-control-")),
+                        *(
+                            h
+                            for h in message.get("headers", ())
+                            if not h[0].lower().startswith(b"access-control-")
+                        ),
                         *extra,
                     ]
             await send(message)
@@ -151,7 +162,11 @@ class EdgeAuth:
             if started:
                 raise
             await _send_rendered(
-                scope, send, render_denial(Denial(allow.request_id, Code.PAYLOAD_TOO_LARGE, allow.rule_id), "POST")
+                scope,
+                send,
+                render_denial(
+                    Denial(allow.request_id, Code.PAYLOAD_TOO_LARGE, allow.rule_id), "POST"
+                ),
             )
 
 
@@ -168,7 +183,9 @@ def _raw_path(scope: Scope) -> bytes:
     return quote(path, safe="/-._~!$&'()*+,=:@%").encode("ascii")
 
 
-def _withhold(headers: list[tuple[bytes, bytes]], places: tuple[str, ...]) -> list[tuple[bytes, bytes]]:
+def _withhold(
+    headers: list[tuple[bytes, bytes]], places: tuple[str, ...]
+) -> list[tuple[bytes, bytes]]:
     """Remove credentials that must not reach the app (``forward_credential = false``)."""
     names = {p.encode() for p in places if not p.startswith("cookie:")}
     cookies = {p[len("cookie:") :] for p in places if p.startswith("cookie:")}
@@ -230,7 +247,9 @@ async def _send_rendered(scope: Scope, send: Send, rendered: Rendered) -> None:
     status, headers, body = rendered
     if scope["type"] == "websocket":
         if "websocket.http.response" in scope.get("extensions", {}):
-            await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
+            await send(
+                {"type": "websocket.http.response.start", "status": status, "headers": headers}
+            )
             await send({"type": "websocket.http.response.body", "body": body})
         else:
             # Without the denial-response extension the server turns this into a 403.

@@ -116,7 +116,12 @@ class Engine:
             return Preflight(rid, rule.id, grant)
         page = _is_page(rule.kind, view)
         length = view.header("content-length")
-        if rule.max_body is not None and length and length.isdigit() and int(length) > rule.max_body:
+        if (
+            rule.max_body is not None
+            and length
+            and length.isdigit()
+            and int(length) > rule.max_body
+        ):
             return self._deny(Code.PAYLOAD_TOO_LARGE, rid, rule, page, view, path, cors)
 
         identity: Identity | None = None
@@ -132,7 +137,9 @@ class Engine:
             except InvalidCredentials as exc:
                 return self._fail(Code.INVALID_TOKEN, exc, trace, rid, rule, page, view, path, cors)
             except AuthUnavailable as exc:
-                return self._fail(Code.AUTH_UNAVAILABLE, exc, trace, rid, rule, page, view, path, cors)
+                return self._fail(
+                    Code.AUTH_UNAVAILABLE, exc, trace, rid, rule, page, view, path, cors
+                )
             if identity is None and (presented or not rule.public):
                 code = Code.INVALID_TOKEN if presented else Code.MISSING_CREDENTIALS
                 trace.reason = "no authenticator accepted the credential" if presented else None
@@ -229,10 +236,14 @@ class Engine:
         cors: tuple[Header, ...],
     ) -> Denial:
         if page and code in _LOGIN_CODES and rule.login_url:
-            return Denial(rid, code, rule.id, page=True, location=_login_location(rule.login_url, path, view))
+            return Denial(
+                rid, code, rule.id, page=True, location=_login_location(rule.login_url, path, view)
+            )
         headers = cors
         if code in _LOGIN_CODES and not page:
-            challenge = _REALM if code is Code.MISSING_CREDENTIALS else f'{_REALM}, error="invalid_token"'
+            challenge = (
+                _REALM if code is Code.MISSING_CREDENTIALS else f'{_REALM}, error="invalid_token"'
+            )
             headers = (("www-authenticate", challenge), *cors)
         elif code is Code.INSUFFICIENT_SCOPE and not page:
             headers = (("www-authenticate", f'{_REALM}, error="insufficient_scope"'), *cors)

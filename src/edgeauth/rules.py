@@ -31,7 +31,9 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
     if not pattern.startswith("/"):
         raise ValueError(f"a path pattern must start with '/', got {pattern!r}")
     if any(c in pattern for c in "?#;\\%") or any(ord(c) < 0x20 or ord(c) == 0x7F for c in pattern):
-        raise ValueError(f"a path pattern may not contain '?', '#', ';', '\\', '%' or controls: {pattern!r}")
+        raise ValueError(
+            f"a path pattern may not contain '?', '#', ';', '\\', '%' or controls: {pattern!r}"
+        )
     segments = pattern[1:].split("/")
     if any(seg in (".", "..") for seg in segments):
         raise ValueError(f"a path pattern may not contain '.' or '..' segments: {pattern!r}")
@@ -71,7 +73,9 @@ class HostPattern:
         wildcard = host.startswith("*.")
         name = host[2:] if wildcard else host
         if not name or not re.fullmatch(r"[a-z0-9.-]+|\[[0-9a-f:.]+\]", name) or "*" in name:
-            raise ValueError(f"expected a host name like 'app.example.com' or '*.example.com', got {text!r}")
+            raise ValueError(
+                f"expected a host name like 'app.example.com' or '*.example.com', got {text!r}"
+            )
         return cls("." + name if wildcard else name, wildcard)
 
     def matches(self, host: str) -> bool:
