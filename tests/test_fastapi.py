@@ -1,0 +1,75 @@
+"""The FastAPI dependency: the identity, or edgeauth's own 401 JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import Depends, FastAPI
+
+from edgeauth import EdgeAuth, Identity, load_policy
+from edgeauth.fastapi import current_identity, optional_identity
+
+from .helpers import SEED_POLICY, session_token, write_policy
+
+POLICY = SEED_POLICY.replace(
+    'match = ["/", "/login", "/public/**"]\npublic = true',
+    'match = ["/", "/login", "/public/**"]\npublic = true\nauthenticate = ["session"]',
+)
+
+
+def make_app() -> FastAPI:
+    api = FastAPI()
+
+    @api.get("/api/protected/me")
+    def me(identity: Identity = Depends(current_identity)) -> dict[str, object]:
+        return {"subject": identity.subject, "roles": list(identity.roles)}
+
+    @api.get("/public/me")
+    def public_me(identity: Identity = Depends(current_identity)) -> dict[str, object]:
+        return {"subject": identity.subject}
+
+    @api.get("/public/maybe")
+    def maybe(identity: Identity | None = Depends(optional_identity)) -> dict[str, object]:
+        return {"subject": identity.subject if identity else None}
+
+    return api
+
+
+@pytest.fixture(params=["wrapped", "add_middleware"])
+def client(request: pytest.FixtureRequest, tmp_path: Path) -> httpx.AsyncClient:
+    policy = load_policy(write_policy(tmp_path, POLICY))
+    api = make_app()
+    if request.param == "wrapped":
+        app = EdgeAuth(api, policy=policy)
+        transport = httpx.ASGITransport(app=app)
+    else:
+        api.add_middleware(EdgeAuth, policy=policy)
+        transport = httpx.ASGITransport(app=api)
+    return httpx.AsyncClient(transport=transport, base_url="http://app.test")
+
+
+async def test_dependency_returns_the_identity(client: httpx.AsyncClient) -> None:
+    """current_identity gives the verified Identity to the route."""
+    r = await client.get("/api/protected/me", headers={"cookie": f"session={session_token()}"})
+    assert r.status_code == 200
+    assert r.json() == {"subject": "alice", "roles": ["user"]}
+
+
+async def test_dependency_without_identity_answers_edgeauths_401(client: httpx.AsyncClient) -> None:
+    """On a public route without a credential, current_identity answers edgeauth's JSON, not FastAPI's detail."""
+    r = await client.get("/public/me")
+    assert r.status_code == 401
+    body = r.json()
+    assert body["code"] == "missing_credentials"
+    assert "detail" not in body
+    assert body["request_id"] == r.headers["x-request-id"]
+    assert r.headers["www-authenticate"] == 'Bearer realm="edgeauth"'
+
+
+async def test_optional_identity(client: httpx.AsyncClient) -> None:
+    """optional_identity is None for anonymous requests."""
+    assert (await client.get("/public/maybe")).json() == {"subject": None}
+    r = await client.get("/public/maybe", headers={"cookie": f"session={session_token('bob')}"})
+    assert r.json() == {"subject": "bob"}
