@@ -14,8 +14,20 @@ from edgeauth.audit import LoggingAuditSink, fingerprint
 from .helpers import API_KEY, SECRET, SEED_POLICY, call, guarded, session_token
 
 FIELDS = {
-    "time", "request_id", "method", "path", "rule", "outcome", "code", "status", "reason",
-    "subject", "client", "authenticator", "key_id", "fingerprint",
+    "time",
+    "request_id",
+    "method",
+    "path",
+    "rule",
+    "outcome",
+    "code",
+    "status",
+    "reason",
+    "subject",
+    "client",
+    "authenticator",
+    "key_id",
+    "fingerprint",
 }
 
 
@@ -23,12 +35,19 @@ def audit_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, object]]:
     return [json.loads(r.getMessage()) for r in caplog.records if r.name == "edgeauth.audit"]
 
 
-async def test_each_denial_is_one_json_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+async def test_each_denial_is_one_json_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """A denial logs one JSON object with the documented fields; allows are silent by default."""
     app = guarded(tmp_path)
     token = session_token("alice", ("user",))
     with caplog.at_level(logging.INFO, logger="edgeauth.audit"):
-        await call(app, raw_path=b"/api/admin/users", headers=[("cookie", f"session={token}")], client=("::1", 9))
+        await call(
+            app,
+            raw_path=b"/api/admin/users",
+            headers=[("cookie", f"session={token}")],
+            client=("::1", 9),
+        )
         await call(app, raw_path=b"/api/protected/ok", headers=[("cookie", f"session={token}")])
     (event,) = audit_lines(caplog)
     assert set(event) == FIELDS
@@ -44,7 +63,9 @@ async def test_each_denial_is_one_json_line(tmp_path: Path, caplog: pytest.LogCa
     assert caplog.records[0].levelno == logging.WARNING
 
 
-async def test_allows_are_audited_when_the_policy_asks(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+async def test_allows_are_audited_when_the_policy_asks(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """[audit] allows = true logs allowed requests too, at INFO."""
     app = guarded(tmp_path, "[audit]\nallows = true\n" + SEED_POLICY)
     with caplog.at_level(logging.INFO, logger="edgeauth.audit"):
@@ -55,7 +76,9 @@ async def test_allows_are_audited_when_the_policy_asks(tmp_path: Path, caplog: p
     assert event["subject"] == "svc-reporting"
 
 
-async def test_no_credential_or_secret_ever_reaches_the_log(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+async def test_no_credential_or_secret_ever_reaches_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Tokens, cookies, API keys and the HMAC secret never appear in audit or error logs."""
     app = guarded(tmp_path, "[audit]\nallows = true\n" + SEED_POLICY)
     good = session_token()
@@ -73,7 +96,9 @@ async def test_no_credential_or_secret_ever_reaches_the_log(tmp_path: Path, capl
             [("authorization", f"Bearer {good}"), ("x-api-key", API_KEY)],
         ):
             for path in (b"/api/protected/x", b"/api/v1/x", b"/nowhere"):
-                await call(app, raw_path=path, query=b"token=" + good.encode()[:20], headers=headers)
+                await call(
+                    app, raw_path=path, query=b"token=" + good.encode()[:20], headers=headers
+                )
     text = caplog.text
     assert len(audit_lines(caplog)) == 18
     for secret in secrets_sent:

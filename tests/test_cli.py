@@ -27,7 +27,9 @@ def test_check_prints_a_summary_for_a_good_policy(tmp_path: Path) -> None:
 
 def test_check_prints_every_error_and_fails(tmp_path: Path) -> None:
     """edgeauth check lists every error with file, line and key, and exits non-zero."""
-    path = write_policy(tmp_path, '[[rules]]\nmatch = "x"\n\n[[rules]]\nmatch = "/y"\nkind = "pg"\npublic = true\n')
+    path = write_policy(
+        tmp_path, '[[rules]]\nmatch = "x"\n\n[[rules]]\nmatch = "/y"\nkind = "pg"\npublic = true\n'
+    )
     result = CliRunner().invoke(cli, ["check", str(path)])
     assert result.exit_code == 1
     assert f"{path}: 3 errors" in result.output
@@ -38,7 +40,9 @@ def test_check_prints_every_error_and_fails(tmp_path: Path) -> None:
 
 def test_keys_new_prints_a_key_once_and_an_entry_that_loads(tmp_path: Path) -> None:
     """keys new prints a fresh key and the [[keys]] entry holding only its hash."""
-    result = CliRunner().invoke(cli, ["keys", "new", "--subject", "svc", "--roles", "a,b", "--scopes", "r:read"])
+    result = CliRunner().invoke(
+        cli, ["keys", "new", "--subject", "svc", "--roles", "a,b", "--scopes", "r:read"]
+    )
     assert result.exit_code == 0, result.output
     key = result.stdout.splitlines()[0]
     entry = "\n".join(result.stdout.splitlines()[1:])
@@ -54,7 +58,9 @@ def test_keys_new_prints_a_key_once_and_an_entry_that_loads(tmp_path: Path) -> N
 def test_keys_new_rejects_bad_input() -> None:
     """A naive expiry or a bad role is a usage error, not a traceback."""
     runner = CliRunner()
-    result = runner.invoke(cli, ["keys", "new", "--subject", "s", "--expires", "2027-01-01T00:00:00"])
+    result = runner.invoke(
+        cli, ["keys", "new", "--subject", "s", "--expires", "2027-01-01T00:00:00"]
+    )
     assert result.exit_code == 2
     assert "time zone" in result.output
     result = runner.invoke(cli, ["keys", "new", "--subject", "s", "--expires", "soon"])
@@ -68,10 +74,19 @@ async def test_demo_setup_serves_the_seed_behaviours(tmp_path: Path, monkeypatch
     """The demo's policy, keys and tokens give the 200, 401, 403 and redirect its banner promises."""
     setup = prepare_demo(tmp_path)
     policy = load_policy(setup.policy_file, environ={SECRET_VAR: setup.session_secret})
-    app = EdgeAuth(create_app(session_secret=setup.session_secret.encode(), issuer=ISSUER, audience=AUDIENCE), policy)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8080") as c:
-        assert (await c.get("/api/v1/reports", headers={"x-api-key": setup.api_key})).status_code == 200
-        r = await c.get("/api/v1/reports", headers={"authorization": f"Bearer {setup.partner_token}"})
+    app = EdgeAuth(
+        create_app(session_secret=setup.session_secret.encode(), issuer=ISSUER, audience=AUDIENCE),
+        policy,
+    )
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8080"
+    ) as c:
+        assert (
+            await c.get("/api/v1/reports", headers={"x-api-key": setup.api_key})
+        ).status_code == 200
+        r = await c.get(
+            "/api/v1/reports", headers={"authorization": f"Bearer {setup.partner_token}"}
+        )
         assert r.status_code == 200
         assert r.json()["caller"] == "partner-app"
         assert (await c.get("/api/protected/me")).status_code == 401

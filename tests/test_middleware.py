@@ -14,6 +14,7 @@ from edgeauth.model import Identity
 
 from .helpers import (
     API_KEY,
+    SECRET,
     SEED_POLICY,
     RecordingAudit,
     call,
@@ -668,3 +669,18 @@ async def test_lifespan_passes_through(app: EdgeAuth) -> None:
     app.app = inner
     await app({"type": "lifespan"}, None, None)  # type: ignore[arg-type]
     assert seen == ["lifespan"]
+
+
+async def test_escaped_sub_delimiters_match_like_their_literal_form(tmp_path: Path) -> None:
+    """/users/%40me is /users/@me to the app, so the @me rule decides it too."""
+    text = (
+        '[[rules]]\nid = "me"\nmatch = "/users/@me"\nauthenticate = ["s"]\n\n'
+        '[[rules]]\nid = "users"\nmatch = "/users/*"\npublic = true\n\n'
+        + '[authenticators.s]\ntype = "jwt"\nfrom = "cookie:session"\nalgorithms = ["HS256"]\n'
+        + f'secret = "{SECRET}"\n'
+    )
+    app = guarded(tmp_path, text)
+    for raw in (b"/users/@me", b"/users/%40me", b"/users/%40%6De"):
+        r = await call(app, raw_path=raw)
+        assert r.status == 401, raw
+    assert (await call(app, raw_path=b"/users/bob")).status == 200

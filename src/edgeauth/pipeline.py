@@ -101,7 +101,7 @@ class Engine:
         requested = view.header("access-control-request-method")
         preflight = view.method == "OPTIONS" and origin is not None and requested is not None
         method = requested.upper() if preflight and requested else view.method
-        rule = self.policy.rules.match(method, _host(view), path.raw)
+        rule = self.policy.rules.match(method, _host(view), path.decoded)
         if rule is None:
             if self.policy.default_allow:
                 return Allow(rid, "default", path.decoded, path.raw.encode())

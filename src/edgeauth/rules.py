@@ -1,6 +1,9 @@
 """Rule patterns, compiled once at load; first match wins.
 
-Patterns are matched against the canonical path (:mod:`edgeauth.paths`):
+Patterns are matched against the decoded canonical path (:mod:`edgeauth.paths`),
+the very string the app routes on: ``/users/%40me`` and ``/users/@me`` are one
+path to the app, so they must be one path to the rules too (the canonicalizer
+refuses the escapes whose decoding would be ambiguous: ``%2F``, ``%5C``, ``%00``).
 ``*`` matches within one segment, ``**`` (a whole segment) across segments.
 ``/x/**`` matches ``/x``, ``/x/`` and everything below; an exact ``/x`` also
 matches ``/x/``. Matching is case-sensitive.
@@ -16,14 +19,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
-from urllib.parse import quote
 
 __all__ = ["HostPattern", "Matcher", "RuleSet", "compile_pattern"]
 
 T = TypeVar("T")
-
-# Characters a canonical path keeps raw (RFC 3986 pchar without pct-encoded, minus ";").
-_PCHAR_SAFE = "/-._~!$&'()*+,=:@"
 
 
 def compile_pattern(pattern: str) -> re.Pattern[str]:
@@ -52,7 +51,7 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
         elif seg == "":  # trailing slash in the pattern: optional, like an exact path
             continue
         else:
-            parts = [re.escape(quote(part, safe=_PCHAR_SAFE)) for part in seg.split("*")]
+            parts = [re.escape(part) for part in seg.split("*")]
             out.append("/" + "[^/]*".join(parts))
     regex = "".join(out)
     if segments[-1] != "**":
@@ -110,7 +109,7 @@ class RuleSet(Generic[T]):
 
     def match(self, method: str, host: str, path: str) -> T | None:
         """The first rule matching ``method`` (upper-case), ``host`` (lower-case,
-        no port) and the canonical ``path``, or None."""
+        no port) and the decoded canonical ``path``, or None."""
         for m in self._matchers:
             if m.matches(method, host, path):
                 return m.target
