@@ -33,7 +33,7 @@ from .cors import DEFAULT_HEADERS, DEFAULT_METHODS, CorsPolicy
 from .errors import ConfigError, ConfigIssue
 from .headers import DEFAULT_IDENTITY_HEADERS, HeaderField, IdentityHeaders, validate_header_name
 from .model import Kind
-from .policy import Network, Policy, Rule, ServerSettings
+from .policy import ForwardAuthSettings, Network, Policy, Rule, ServerSettings
 from .rules import HostPattern, Matcher, RuleSet, compile_pattern, normalize_methods
 
 __all__ = ["load_policy"]
@@ -134,6 +134,12 @@ class _Rule(_Model):
     max_body: int | None = Field(None, ge=0)
 
 
+class _ForwardAuth(_Model):
+    path: str = "/_edgeauth/auth"
+    dialect: Literal["nginx", "traefik", "caddy", "envoy"]
+    trusted: list[str] = Field(min_length=1)
+
+
 class _Default(_Model):
     action: Literal["deny", "allow"] = "deny"
 
@@ -146,7 +152,7 @@ class _Audit(_Model):
     allows: bool = False
 
 
-_SECTIONS = ("server", "identity", "default", "cache", "audit")
+_SECTIONS = ("server", "identity", "default", "cache", "audit", "forward_auth")
 
 
 M = TypeVar("M", bound=_Model)
@@ -217,6 +223,10 @@ class _Builder:
         default = self.validate(_Default, data.get("default", {}), ("default",)) or _Default()
         cache_m = self.validate(_Cache, data.get("cache", {}), ("cache",)) or _Cache()
         audit = self.validate(_Audit, data.get("audit", {}), ("audit",)) or _Audit()
+        forward_auth = None
+        if "forward_auth" in data:
+            fa = self.validate(_ForwardAuth, data["forward_auth"], ("forward_auth",))
+            forward_auth = self._forward_auth(fa) if fa is not None else None
         tables = data.get("authenticators", {})
         if not isinstance(tables, dict):
             self.issue(("authenticators",), "expected a table of authenticators")
@@ -251,6 +261,7 @@ class _Builder:
             server=server,
             default_allow=default.action == "allow",
             audit_allows=audit.allows,
+            forward_auth=forward_auth,
         )
 
     # ${VAR} expansion, before validation, so errors name the key.
@@ -271,15 +282,7 @@ class _Builder:
         return found
 
     def _server(self, s: _Server) -> ServerSettings:
-        networks: list[Network] = []
-        for i, cidr in enumerate(s.trusted_proxies):
-            try:
-                networks.append(ipaddress.ip_network(cidr, strict=False))
-            except ValueError:
-                self.issue(
-                    ("server", "trusted_proxies", i),
-                    f"expected an IP address or CIDR, got {cidr!r}",
-                )
+        networks = self._networks(s.trusted_proxies, ("server", "trusted_proxies"))
         if s.public_origin is not None and not _is_origin(s.public_origin):
             self.issue(
                 ("server", "public_origin"), "expected an origin like 'https://app.example.com'"
@@ -292,7 +295,7 @@ class _Builder:
             listen=s.listen,
             upstream=s.upstream,
             upstream_host=s.upstream_host,
-            trusted_proxies=tuple(networks),
+            trusted_proxies=networks,
             public_origin=s.public_origin,
             workers=s.workers,
             connect_timeout=s.connect_timeout,
@@ -303,6 +306,25 @@ class _Builder:
             tls_cert=self._path(s.tls_cert) if s.tls_cert else None,
             tls_key=self._path(s.tls_key) if s.tls_key else None,
         )
+
+    def _networks(self, values: Sequence[str], loc: Loc) -> tuple[Network, ...]:
+        networks: list[Network] = []
+        for i, cidr in enumerate(values):
+            try:
+                networks.append(ipaddress.ip_network(cidr, strict=False))
+            except ValueError:
+                self.issue((*loc, i), f"expected an IP address or CIDR, got {cidr!r}")
+        return tuple(networks)
+
+    def _forward_auth(self, fa: _ForwardAuth) -> ForwardAuthSettings:
+        try:
+            compile_pattern(fa.path)
+        except ValueError as exc:
+            self.issue(("forward_auth", "path"), str(exc))
+        if "*" in fa.path:
+            self.issue(("forward_auth", "path"), "expected a plain path like '/_edgeauth/auth'")
+        trusted = self._networks(fa.trusted, ("forward_auth", "trusted"))
+        return ForwardAuthSettings(path=fa.path.rstrip("/") or "/", dialect=fa.dialect, trusted=trusted)
 
     def _identity(self, ident: _Identity) -> IdentityHeaders:
         fields: list[HeaderField] = []

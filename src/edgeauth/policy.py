@@ -18,7 +18,7 @@ from .headers import IdentityHeaders
 from .model import Kind
 from .rules import RuleSet
 
-__all__ = ["Network", "Policy", "Rule", "ServerSettings"]
+__all__ = ["ForwardAuthSettings", "Network", "Policy", "Rule", "ServerSettings"]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -65,6 +65,19 @@ class ServerSettings:
     tls_key: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ForwardAuthSettings:
+    """``[forward_auth]``: the decision endpoint for gateways."""
+
+    path: str = "/_edgeauth/auth"
+    dialect: str = "nginx"
+    trusted: tuple[Network, ...] = ()
+
+    def trusts(self, address: str | None) -> bool:
+        """Is ``address`` one of the gateways in ``trusted``?"""
+        return _in_networks(address, self.trusted)
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Policy:
     """A loaded, validated, compiled policy."""
@@ -76,6 +89,7 @@ class Policy:
     server: ServerSettings = field(default_factory=ServerSettings)
     default_allow: bool = False
     audit_allows: bool = False
+    forward_auth: ForwardAuthSettings | None = None
 
     def trusts(self, address: str | None) -> bool:
         """Is ``address`` (a TCP peer) one of ``[server] trusted_proxies``?"""
