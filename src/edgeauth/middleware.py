@@ -11,14 +11,21 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote
 
+from .asgi import (
+    ASGIApp,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    send_rendered,
+    view_from_scope,
+    withhold_credentials,
+)
 from .audit import AuditSink
 from .config import load_policy
-from .forwarded import FORWARDING_HEADERS, client_address
-from .headers import header_map
 from .model import Allow, Code, Denial, Preflight, RequestView
 from .pipeline import Engine
 from .policy import Policy
@@ -26,11 +33,6 @@ from .responses import Rendered, error_body, render_denial, render_preflight
 
 __all__ = ["ASGIApp", "EdgeAuth", "IdentityRequired"]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 log = logging.getLogger("edgeauth")
 
@@ -76,44 +78,18 @@ class EdgeAuth:
             await self.app(scope, receive, send)
             return
         try:
-            view, headers = self._view(scope)
+            view, headers = view_from_scope(scope, self.policy)
         except Exception:
             log.exception("cannot read the request scope")
-            await _send_rendered(
-                scope, send, render_denial(Denial("-", Code.INTERNAL_ERROR), "GET")
-            )
+            await send_rendered(scope, send, render_denial(Denial("-", Code.INTERNAL_ERROR), "GET"))
             return
         outcome = await self.engine.evaluate(view)
         if isinstance(outcome, Allow):
-            await self._forward(scope, receive, send, outcome, headers)
+            await self._forward(scope, receive, send, outcome, headers, view)
         elif isinstance(outcome, Preflight):
-            await _send_rendered(scope, send, render_preflight(outcome))
+            await send_rendered(scope, send, render_preflight(outcome))
         else:
-            await _send_rendered(scope, send, render_denial(outcome, view.method))
-
-    def _view(self, scope: Scope) -> tuple[RequestView, list[tuple[bytes, bytes]]]:
-        headers = self.policy.identity.strip(scope["headers"])
-        client = scope.get("client")
-        peer = client[0] if client else None
-        trusted = self.policy.trusts(peer)
-        if not trusted:
-            headers = [(n, v) for n, v in headers if n.lower() not in FORWARDING_HEADERS]
-        mapped = header_map(headers)
-        scheme = "https" if scope.get("scheme") in ("https", "wss") else "http"
-        if trusted:
-            proto = mapped.get("x-forwarded-proto")
-            if proto and proto[-1].strip().lower() in ("http", "https"):
-                scheme = proto[-1].strip().lower()
-        view = RequestView(
-            method="GET" if scope["type"] == "websocket" else scope["method"].upper(),
-            raw_path=_raw_path(scope),
-            query=scope.get("query_string", b""),
-            headers=mapped,
-            scheme=scheme,
-            client=client_address(peer, mapped.get("x-forwarded-for", ()), self.policy.trusts),
-            websocket=scope["type"] == "websocket",
-        )
-        return view, headers
+            await send_rendered(scope, send, render_denial(outcome, view.method))
 
     async def _forward(
         self,
@@ -122,9 +98,10 @@ class EdgeAuth:
         send: Send,
         allow: Allow,
         headers: list[tuple[bytes, bytes]],
+        view: RequestView,
     ) -> None:
         if allow.withheld:
-            headers = _withhold(headers, allow.withheld)
+            headers = withhold_credentials(headers, allow.withheld)
         if allow.upstream_headers:
             headers = [*headers, *((n.encode(), v.encode()) for n, v in allow.upstream_headers)]
         inner = dict(scope)
@@ -140,6 +117,8 @@ class EdgeAuth:
             nonlocal started
             if message["type"] in ("http.response.start", "websocket.accept"):
                 started = True
+                if message["type"] == "http.response.start":
+                    await self.engine.upstream_response(view, allow, message["status"])
                 if extra and message["type"] == "http.response.start":
                     message["headers"] = [
                         *(
@@ -157,54 +136,17 @@ class EdgeAuth:
         except IdentityRequired:
             if started:
                 raise
-            await _send_rendered(scope, send, _identity_required(allow.request_id))
+            await send_rendered(scope, send, _identity_required(allow.request_id))
         except _BodyTooLarge:
             if started:
                 raise
-            await _send_rendered(
+            await send_rendered(
                 scope,
                 send,
                 render_denial(
                     Denial(allow.request_id, Code.PAYLOAD_TOO_LARGE, allow.rule_id), "POST"
                 ),
             )
-
-
-def _raw_path(scope: Scope) -> bytes:
-    raw = scope.get("raw_path")
-    if raw is not None:
-        return bytes(raw)
-    # No raw_path from the server: rebuild it from the decoded path (and the
-    # mount point, which ASGI servers put in front of both).
-    path = scope.get("path", "/")
-    root = scope.get("root_path", "")
-    if root and not path.startswith(root):
-        path = root + path
-    return quote(path, safe="/-._~!$&'()*+,=:@%").encode("ascii")
-
-
-def _withhold(
-    headers: list[tuple[bytes, bytes]], places: tuple[str, ...]
-) -> list[tuple[bytes, bytes]]:
-    """Remove credentials that must not reach the app (``forward_credential = false``)."""
-    names = {p.encode() for p in places if not p.startswith("cookie:")}
-    cookies = {p[len("cookie:") :] for p in places if p.startswith("cookie:")}
-    out: list[tuple[bytes, bytes]] = []
-    for name, value in headers:
-        lowered = name.lower()
-        if lowered in names:
-            continue
-        if lowered == b"cookie" and cookies:
-            kept = [
-                pair
-                for pair in value.decode("latin-1").split(";")
-                if pair.partition("=")[0].strip() not in cookies
-            ]
-            if not any(p.strip() for p in kept):
-                continue
-            value = ";".join(kept).strip().encode("latin-1")
-        out.append((name, value))
-    return out
 
 
 def _limited(receive: Receive, limit: int) -> Receive:
@@ -241,20 +183,3 @@ async def _starlette_identity_required(request: Any, exc: Exception) -> Any:
     for name, value in headers:
         response.headers[name.decode()] = value.decode()
     return response
-
-
-async def _send_rendered(scope: Scope, send: Send, rendered: Rendered) -> None:
-    status, headers, body = rendered
-    if scope["type"] == "websocket":
-        if "websocket.http.response" in scope.get("extensions", {}):
-            await send(
-                {"type": "websocket.http.response.start", "status": status, "headers": headers}
-            )
-            await send({"type": "websocket.http.response.body", "body": body})
-        else:
-            # Without the denial-response extension the server turns this into a 403.
-            await send({"type": "websocket.close", "code": 1008})
-        return
-    headers = [*headers, (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

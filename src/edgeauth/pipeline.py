@@ -90,6 +90,13 @@ class Engine:
             self._emit(view, outcome, trace)
         return outcome
 
+    async def upstream_response(self, view: RequestView, allow: Allow, status: int) -> None:
+        """Tell the engine the status the app answered an allowed request with.
+
+        Front-ends call this when the response starts; failed-auth counting
+        (``count_upstream_401``) uses it. It never raises.
+        """
+
     async def _decide(self, view: RequestView, rid: str, trace: _Trace) -> Outcome:
         try:
             path = canonicalize(view.raw_path)

@@ -1,0 +1,116 @@
+"""ASGI plumbing shared by the front-ends: scope -> view, credentials withheld,
+edge responses sent. No decisions are made here."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import quote
+
+from .forwarded import FORWARDING_HEADERS, client_address
+from .headers import header_map
+from .model import RequestView
+from .policy import Policy
+from .responses import Rendered
+
+__all__ = [
+    "ASGIApp",
+    "Message",
+    "Receive",
+    "Scope",
+    "Send",
+    "raw_path",
+    "send_rendered",
+    "view_from_scope",
+    "withhold_credentials",
+]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def view_from_scope(scope: Scope, policy: Policy) -> tuple[RequestView, list[tuple[bytes, bytes]]]:
+    """The engine's view of an ASGI request, and its headers after stripping.
+
+    Identity headers are removed in every spelling; ``X-Forwarded-*`` and
+    ``Forwarded`` are removed unless the peer is a trusted proxy.
+    """
+    headers = policy.identity.strip(scope["headers"])
+    client = scope.get("client")
+    peer = client[0] if client else None
+    trusted = policy.trusts(peer)
+    if not trusted:
+        headers = [(n, v) for n, v in headers if n.lower() not in FORWARDING_HEADERS]
+    mapped = header_map(headers)
+    scheme = "https" if scope.get("scheme") in ("https", "wss") else "http"
+    if trusted:
+        proto = mapped.get("x-forwarded-proto")
+        if proto and proto[-1].strip().lower() in ("http", "https"):
+            scheme = proto[-1].strip().lower()
+    view = RequestView(
+        method="GET" if scope["type"] == "websocket" else scope["method"].upper(),
+        raw_path=raw_path(scope),
+        query=scope.get("query_string", b""),
+        headers=mapped,
+        scheme=scheme,
+        client=client_address(peer, mapped.get("x-forwarded-for", ()), policy.trusts),
+        websocket=scope["type"] == "websocket",
+    )
+    return view, headers
+
+
+def raw_path(scope: Scope) -> bytes:
+    raw = scope.get("raw_path")
+    if raw is not None:
+        return bytes(raw)
+    # No raw_path from the server: rebuild it from the decoded path (and the
+    # mount point, which ASGI servers put in front of both).
+    path = scope.get("path", "/")
+    root = scope.get("root_path", "")
+    if root and not path.startswith(root):
+        path = root + path
+    return quote(path, safe="/-._~!$&'()*+,=:@%").encode("ascii")
+
+
+def withhold_credentials(
+    headers: list[tuple[bytes, bytes]], places: tuple[str, ...]
+) -> list[tuple[bytes, bytes]]:
+    """Remove credentials that must not reach the app (``forward_credential = false``)."""
+    names = {p.encode() for p in places if not p.startswith("cookie:")}
+    cookies = {p[len("cookie:") :] for p in places if p.startswith("cookie:")}
+    out: list[tuple[bytes, bytes]] = []
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered in names:
+            continue
+        if lowered == b"cookie" and cookies:
+            kept = [
+                pair
+                for pair in value.decode("latin-1").split(";")
+                if pair.partition("=")[0].strip() not in cookies
+            ]
+            if not any(p.strip() for p in kept):
+                continue
+            value = ";".join(kept).strip().encode("latin-1")
+        out.append((name, value))
+    return out
+
+
+async def send_rendered(scope: Scope, send: Send, rendered: Rendered) -> None:
+    status, headers, body = rendered
+    if scope["type"] == "websocket":
+        if "websocket.http.response" in scope.get("extensions", {}):
+            await send(
+                {"type": "websocket.http.response.start", "status": status, "headers": headers}
+            )
+            await send({"type": "websocket.http.response.body", "body": body})
+        else:
+            # Without the denial-response extension the server turns this into a 403.
+            await send({"type": "websocket.close", "code": 1008})
+        return
+    headers = [*headers, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
