@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import httpx
 import pytest
@@ -23,15 +24,17 @@ def make_app() -> FastAPI:
     api = FastAPI()
 
     @api.get("/api/protected/me")
-    def me(identity: Identity = Depends(current_identity)) -> dict[str, object]:
+    def me(identity: Annotated[Identity, Depends(current_identity)]) -> dict[str, object]:
         return {"subject": identity.subject, "roles": list(identity.roles)}
 
     @api.get("/public/me")
-    def public_me(identity: Identity = Depends(current_identity)) -> dict[str, object]:
+    def public_me(identity: Annotated[Identity, Depends(current_identity)]) -> dict[str, object]:
         return {"subject": identity.subject}
 
     @api.get("/public/maybe")
-    def maybe(identity: Identity | None = Depends(optional_identity)) -> dict[str, object]:
+    def maybe(
+        identity: Annotated[Identity | None, Depends(optional_identity)],
+    ) -> dict[str, object]:
         return {"subject": identity.subject if identity else None}
 
     return api

@@ -2,7 +2,7 @@
 
 >>> from fastapi import Depends
 >>> @app.get("/me")                                                   # doctest: +SKIP
-... def me(identity: Identity = Depends(current_identity)) -> dict[str, str]:
+... def me(identity: Annotated[Identity, Depends(current_identity)]) -> dict[str, str]:
 ...     return {"subject": identity.subject}
 
 When there is no identity (a public route, or the app is not behind
