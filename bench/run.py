@@ -1,0 +1,459 @@
+"""edgeauth benchmark: every scenario on 127.0.0.1, interleaved, ratios from one run.
+
+The server under test is pinned to core 0; wrk (1 thread, 32 connections) and
+the nginx upstream run on core 1. Each scenario is warmed up, then measured in
+several interleaved rounds; the table shows the median requests/s with its
+range, the median p50/p99 latencies, and each server's peak RSS at the end.
+Results are also written as JSON (bench/results/latest.json).
+
+    ./scripts/bench                  # everything
+    ./scripts/bench --rounds 1 --seconds 3 --only mw_   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = str(ROOT / ".venv" / "bin" / "python")
+SECRET = "benchmark-session-secret-0123456789-abcdefghijklmnop"
+ISSUER = "https://issuer.bench"
+AUDIENCE = "bench-api"
+SERVER_CORE = "0"
+LOAD_CORE = "1"
+TOKENS = 100_000  # distinct tokens for the uncached scenarios (10x the default cache)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server on port {port} exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on port {port} after {timeout} s")
+
+
+def peak_rss_mib(pid: int) -> float:
+    """Peak resident memory (VmHWM) of a process and its children, in MiB."""
+    total = 0.0
+    for p in [pid, *children(pid)]:
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+        except OSError:
+            continue
+        match = re.search(r"VmHWM:\s+(\d+) kB", status)
+        if match:
+            total += int(match.group(1)) / 1024
+    return total
+
+
+def children(pid: int) -> list[int]:
+    try:
+        out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        return []
+    return [int(x) for x in out.stdout.split()]
+
+
+@dataclass
+class Server:
+    name: str
+    port: int
+    proc: subprocess.Popen[bytes]
+
+
+@dataclass
+class Scenario:
+    name: str
+    server: str
+    path: str
+    headers: dict[str, str] = field(default_factory=dict)
+    tokens_file: str | None = None  # rotate a header through these tokens
+    token_header: str = ""
+    token_prefix: str = ""
+    expect_status: int = 200
+
+
+@dataclass
+class Result:
+    rps: list[float] = field(default_factory=list)
+    p50: list[float] = field(default_factory=list)
+    p99: list[float] = field(default_factory=list)
+    bad: int = 0
+
+
+class Bench:
+    def __init__(self, work: Path, seconds: float, warmup: float) -> None:
+        self.work = work
+        self.seconds = seconds
+        self.warmup = warmup
+        self.servers: dict[str, Server] = {}
+        self.stack = ExitStack()
+
+    # servers -------------------------------------------------------------
+    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None, core: str = SERVER_CORE) -> Server:
+        port = free_port()
+        argv = [a.replace("{port}", str(port)) for a in argv]
+        log = open(self.work / f"{name}.log", "wb")  # noqa: SIM115 - closed with the stack
+        self.stack.callback(log.close)
+        proc = subprocess.Popen(
+            ["taskset", "-c", core, *argv],
+            env={**os.environ, **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+        self.stack.callback(stop, proc)
+        wait_for_port(port, proc)
+        server = Server(name, port, proc)
+        self.servers[name] = server
+        return server
+
+    def uvicorn(self, name: str, target: str, env: dict[str, str], factory: bool = False) -> Server:
+        argv = [PYTHON, "-m", "uvicorn", target, "--host", "127.0.0.1", "--port", "{port}",
+                "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"]
+        if factory:
+            argv.append("--factory")
+        return self.spawn(name, argv, env)
+
+    def nginx(self, name: str, conf_body: str, core: str) -> Server:
+        port = free_port()
+        folder = self.work / name
+        folder.mkdir()
+        conf = folder / "nginx.conf"
+        conf.write_text(
+            "worker_processes 1;\nerror_log stderr warn;\npid " + str(folder / "nginx.pid") + ";\n"
+            "events { worker_connections 1024; }\n"
+            "http {\n access_log off;\n"
+            f" client_body_temp_path {folder}/body; proxy_temp_path {folder}/proxy;\n"
+            f" fastcgi_temp_path {folder}/fcgi; uwsgi_temp_path {folder}/uwsgi; scgi_temp_path {folder}/scgi;\n"
+            f" server {{\n  listen 127.0.0.1:{port};\n{conf_body}\n }}\n}}\n"
+        )
+        argv = ["nginx", "-p", str(folder), "-c", str(conf), "-g", "daemon off; master_process off;"]
+        log = open(self.work / f"{name}.log", "wb")  # noqa: SIM115
+        self.stack.callback(log.close)
+        proc = subprocess.Popen(["taskset", "-c", core, *argv], stdout=log, stderr=subprocess.STDOUT)
+        self.stack.callback(stop, proc)
+        wait_for_port(port, proc)
+        server = Server(name, port, proc)
+        self.servers[name] = server
+        return server
+
+    # load ----------------------------------------------------------------
+    def wrk(self, scenario: Scenario, seconds: float) -> tuple[float, float, float, int]:
+        server = self.servers[scenario.server]
+        script = self.work / f"{scenario.name}.lua"
+        lines = [f'wrk.headers["{k}"] = "{v}"' for k, v in scenario.headers.items()]
+        if scenario.tokens_file:
+            lines += [
+                "local tokens = {}",
+                f'for line in io.lines("{scenario.tokens_file}") do tokens[#tokens + 1] = line end',
+                "local i = math.random(#tokens)",
+                "request = function()",
+                "  i = i % #tokens + 1",
+                f'  wrk.headers["{scenario.token_header}"] = "{scenario.token_prefix}" .. tokens[i]',
+                "  return wrk.format(nil)",
+                "end",
+            ]
+        lines += [
+            "local bad = 0",
+            f"response = function(status) if status ~= {scenario.expect_status} then bad = bad + 1 end end",
+            'done = function() io.write("BAD " .. bad .. "\\n") end',
+        ]
+        script.write_text("\n".join(lines) + "\n")
+        out = subprocess.run(
+            ["taskset", "-c", LOAD_CORE, "wrk", "-t1", "-c32", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(script),
+             f"http://127.0.0.1:{server.port}{scenario.path}"],
+            capture_output=True, text=True, check=True, timeout=seconds + 30,
+        ).stdout
+        rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+        p50 = _latency(out, "50%")
+        p99 = _latency(out, "99%")
+        bad_match = re.search(r"BAD (\d+)", out)
+        return rps, p50, p99, int(bad_match.group(1)) if bad_match else 0
+
+    def close(self) -> None:
+        self.stack.close()
+
+
+def _latency(out: str, label: str) -> float:
+    match = re.search(rf"^\s+{re.escape(label)}\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+    if not match:
+        return float("nan")
+    value, unit = float(match.group(1)), match.group(2)
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+def write_policy(work: Path, rsa_pem: bytes, upstream: str | None = None, listen: str | None = None) -> Path:
+    (work / "partner.pem").write_bytes(rsa_pem)
+    server = ""
+    if upstream:
+        server = f'[server]\nlisten = "{listen}"\nupstream = "{upstream}"\n\n'
+    text = server + f"""
+[authenticators.session]
+type = "jwt"
+from = "cookie:session"
+algorithms = ["HS256"]
+secret = "{SECRET}"
+issuer = "{ISSUER}"
+audience = "{AUDIENCE}"
+roles_claim = "role"
+
+[authenticators.partner]
+type = "jwt"
+from = "bearer"
+algorithms = ["RS256"]
+public_key = "partner.pem"
+issuer = "{ISSUER}"
+audience = "{AUDIENCE}"
+
+[[rules]]
+id = "public"
+match = "/public/**"
+public = true
+
+[[rules]]
+id = "session"
+match = "/api/session/**"
+authenticate = ["session"]
+
+[[rules]]
+id = "partner"
+match = "/api/partner/**"
+authenticate = ["partner"]
+"""
+    name = "policy-proxy.toml" if upstream else "policy.toml"
+    path = work / name
+    path.write_text(text)
+    return path
+
+
+@contextmanager
+def workdir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="edgeauth-bench-") as tmp:
+        yield Path(tmp)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--only", default="", help="run only scenarios whose name starts with this")
+    parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "latest.json"))
+    args = parser.parse_args()
+    for tool in ("wrk", "nginx", "taskset"):
+        if shutil.which(tool) is None:
+            print(f"bench: {tool} is not installed (./scripts/bench installs it)", file=sys.stderr)
+            return 2
+
+    with workdir() as work:
+        bench = Bench(work, args.seconds, args.warmup)
+        try:
+            return run(bench, work, args)
+        finally:
+            bench.close()
+
+
+def run(bench: Bench, work: Path, args: argparse.Namespace) -> int:
+    now = int(time.time())
+    claims = {"iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 7200}
+    session = jwt.encode({"sub": "alice", "role": ["user"], **claims}, SECRET, algorithm="HS256")
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    partner = jwt.encode({"sub": "partner", **claims}, key, algorithm="RS256")
+    tokens_file = work / "tokens.txt"
+    with tokens_file.open("w") as f:
+        for i in range(TOKENS):
+            f.write(jwt.encode({"sub": f"user-{i}", "role": ["user"], **claims}, SECRET, algorithm="HS256") + "\n")
+    policy = write_policy(work, pem)
+    audit_file = str(work / "audit.log")
+    env = {"BENCH_SECRET": SECRET, "BENCH_ISSUER": ISSUER, "BENCH_AUDIENCE": AUDIENCE,
+           "BENCH_POLICY": str(policy), "BENCH_AUDIT_FILE": audit_file, "PYTHONPATH": str(ROOT)}
+
+    only = args.only
+    wanted = lambda prefix: not only or prefix.startswith(only) or only.startswith(prefix)  # noqa: E731
+
+    scenarios: list[Scenario] = []
+    cookie = {"Cookie": f"session={session}"}
+    if wanted("raw") or wanted("mw_"):
+        bench.uvicorn("raw", "bench.apps:raw_app", env)
+        bench.uvicorn("raw_pyjwt", "bench.apps:pyjwt_app", env)
+        bench.uvicorn("middleware", "bench.apps:guarded_app", env, factory=True)
+        scenarios += [
+            Scenario("raw", "raw", "/api/session/x"),
+            Scenario("raw_pyjwt_uncached", "raw_pyjwt", "/api/session/x", tokens_file=str(tokens_file),
+                     token_header="Cookie", token_prefix="session="),
+            Scenario("mw_public", "middleware", "/public/x"),
+            Scenario("mw_cookie_hs256_cached", "middleware", "/api/session/x", headers=cookie),
+            Scenario("mw_bearer_rs256_cached", "middleware", "/api/partner/x",
+                     headers={"Authorization": f"Bearer {partner}"}),
+            Scenario("mw_uncached_hs256", "middleware", "/api/session/x", tokens_file=str(tokens_file),
+                     token_header="Cookie", token_prefix="session="),
+            Scenario("mw_denied", "middleware", "/api/session/x", expect_status=401),
+        ]
+    if wanted("proxy_") or wanted("serve_") or wanted("nginx_"):
+        upstream = bench.nginx(
+            "upstream", '  location / { default_type application/json; return 200 \'{"ok":true}\'; }', LOAD_CORE
+        )
+        upstream_url = f"http://127.0.0.1:{upstream.port}"
+        bench.nginx("nginx_proxy", f"  location / {{ proxy_pass {upstream_url}; proxy_http_version 1.1;"
+                    " proxy_set_header Connection \"\"; }", SERVER_CORE)
+        env_proxy = {**env, "BENCH_UPSTREAM": upstream_url}
+        bench.uvicorn("bare_proxy", "bench.bare_proxy:app", env_proxy)
+        scenarios += [
+            Scenario("nginx_proxy", "nginx_proxy", "/api/session/x"),
+            Scenario("proxy_bare_aiohttp", "bare_proxy", "/api/session/x"),
+        ]
+        if _has_serve():
+            listen_port = free_port()
+            proxy_policy = write_policy(work, pem, upstream=upstream_url, listen=f"127.0.0.1:{listen_port}")
+            _spawn_serve(bench, proxy_policy, listen_port)
+            scenarios += [
+                Scenario("serve_public", "serve", "/public/x"),
+                Scenario("serve_cookie_hs256_cached", "serve", "/api/session/x", headers=cookie),
+                Scenario("serve_bearer_rs256_cached", "serve", "/api/partner/x",
+                         headers={"Authorization": f"Bearer {partner}"}),
+                Scenario("serve_uncached_hs256", "serve", "/api/session/x", tokens_file=str(tokens_file),
+                         token_header="Cookie", token_prefix="session="),
+                Scenario("serve_denied", "serve", "/api/session/x", expect_status=401),
+            ]
+    scenarios = [s for s in scenarios if wanted(s.name)]
+
+    print(f"warming up {len(scenarios)} scenarios ({args.warmup:g} s each)", file=sys.stderr)
+    for scenario in scenarios:
+        bench.wrk(scenario, args.warmup)
+    results = {s.name: Result() for s in scenarios}
+    for round_ in range(args.rounds):
+        for scenario in scenarios:
+            rps, p50, p99, bad = bench.wrk(scenario, args.seconds)
+            r = results[scenario.name]
+            r.rps.append(rps)
+            r.p50.append(p50)
+            r.p99.append(p99)
+            r.bad += bad
+            print(f"round {round_ + 1}/{args.rounds} {scenario.name:<28} {rps:>9.0f} req/s", file=sys.stderr)
+    rss = {name: peak_rss_mib(server.proc.pid) for name, server in bench.servers.items()}
+    report(scenarios, results, rss, args)
+    return 0
+
+
+def _has_serve() -> bool:
+    try:
+        import edgeauth.server  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _spawn_serve(bench: Bench, policy: Path, port: int) -> Server:
+    argv = [str(ROOT / ".venv" / "bin" / "edgeauth"), "serve", "--config", str(policy)]
+    log = open(bench.work / "serve.log", "wb")  # noqa: SIM115
+    bench.stack.callback(log.close)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(["taskset", "-c", SERVER_CORE, *argv], stdout=log, stderr=subprocess.STDOUT, env=env)
+    bench.stack.callback(stop, proc)
+    wait_for_port(port, proc)
+    server = Server("serve", port, proc)
+    bench.servers["serve"] = server
+    return server
+
+
+RATIOS = [
+    ("middleware, cached HS256 cookie / raw app", "mw_cookie_hs256_cached", "raw", 0.80),
+    ("middleware, cached RS256 bearer / raw app", "mw_bearer_rs256_cached", "raw", 0.80),
+    ("middleware, denied / raw app", "mw_denied", "raw", 0.80),
+    ("middleware, uncached HS256 / raw app + PyJWT", "mw_uncached_hs256", "raw_pyjwt_uncached", 0.85),
+    ("serve, cached HS256 cookie / bare aiohttp proxy", "serve_cookie_hs256_cached", "proxy_bare_aiohttp", 0.90),
+    ("serve, cached RS256 bearer / bare aiohttp proxy", "serve_bearer_rs256_cached", "proxy_bare_aiohttp", 0.90),
+]
+
+
+def report(
+    scenarios: list[Scenario], results: dict[str, Result], rss: dict[str, float], args: argparse.Namespace
+) -> None:
+    rows = []
+    print(f"\n{'scenario':<28} {'req/s median':>12} {'range':>17} {'p50 ms':>8} {'p99 ms':>8} {'peak RSS':>9}")
+    for s in scenarios:
+        r = results[s.name]
+        med = statistics.median(r.rps)
+        row = {
+            "scenario": s.name,
+            "rps_median": round(med, 1),
+            "rps_min": round(min(r.rps), 1),
+            "rps_max": round(max(r.rps), 1),
+            "p50_ms": round(statistics.median(r.p50), 3),
+            "p99_ms": round(statistics.median(r.p99), 3),
+            "peak_rss_mib": round(rss.get(s.server, float("nan")), 1),
+            "unexpected_status": r.bad,
+        }
+        rows.append(row)
+        flag = "  (!) unexpected statuses" if r.bad else ""
+        print(
+            f"{s.name:<28} {med:>12.0f} {min(r.rps):>8.0f}-{max(r.rps):<8.0f} "
+            f"{row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f} {row['peak_rss_mib']:>7.1f}Mi{flag}"
+        )
+    medians = {row["scenario"]: row["rps_median"] for row in rows}
+    ratios = []
+    print(f"\n{'ratio (same run)':<50} {'value':>6} {'target':>7}")
+    for label, num, den, target in RATIOS:
+        if num in medians and den in medians and medians[den]:
+            value = medians[num] / medians[den]
+            ratios.append({"ratio": label, "value": round(value, 3), "target": target, "met": value >= target})
+            print(f"{label:<50} {value:>6.2f} {'>= ' + str(target):>7} {'ok' if value >= target else 'MISSED'}")
+    if "serve" in rss:
+        met = rss["serve"] < 100
+        ratios.append({"ratio": "serve peak RSS MiB", "value": round(rss["serve"], 1), "target": 100, "met": met})
+        print(f"{'edgeauth serve peak RSS (MiB, < 100)':<50} {rss['serve']:>6.1f} {'< 100':>7} {'ok' if met else 'MISSED'}")
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "rounds": args.rounds, "seconds": args.seconds, "connections": 32,
+        "cpu": os.cpu_count(), "python": sys.version.split()[0],
+        "scenarios": rows, "ratios": ratios,
+    }, indent=2) + "\n")
+    print(f"\nresults written to {out}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
