@@ -1,0 +1,328 @@
+"""The forward-auth front-end: a decision endpoint for gateways.
+
+nginx (``auth_request``), Traefik (``ForwardAuth``), Caddy (``forward_auth``)
+and Envoy (``ext_authz``, HTTP service) keep proxying and ask edgeauth, per
+request, "may this pass, and as whom?". This app rebuilds the original request
+from the gateway's headers, hands it to the same engine as every other
+front-end, and answers in the gateway's dialect:
+
+========  =========================================  ==================================
+dialect   original request                           answer
+========  =========================================  ==================================
+nginx     ``X-Original-URI``, ``X-Original-Method``  200, or 401/403 with the real
+                                                     status in ``X-Edgeauth-*``
+traefik   ``X-Forwarded-Uri``, ``-Method``           200, or the denial as is
+caddy     ``X-Forwarded-Uri``, ``-Method``           200, or the denial as is
+envoy     path after the endpoint's prefix, method   200, or the denial as is
+========  =========================================  ==================================
+
+Host, scheme and client come from ``X-Forwarded-Host``, ``-Proto`` and ``-For``
+(Envoy: the ``Host`` it passes on). They are believed only from a peer in
+``[forward_auth] trusted``, and only when the request carries its own
+dialect's URI and method headers once each and no other dialect's: anything
+else is 403 ``untrusted_peer``.
+
+>>> app = ForwardAuthApp(policy, Engine(policy))   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from .asgi import Receive, Scope, Send, send_rendered
+from .audit import AuditSink, LoggingAuditSink
+from .forwarded import client_address
+from .headers import HOP_BY_HOP, header_map, normalize_name
+from .model import Allow, Code, Denial, Outcome, Preflight, RequestView
+from .pipeline import Engine
+from .policy import ForwardAuthSettings, Policy
+from .responses import Rendered, render_denial, render_preflight
+
+__all__ = ["DIALECTS", "ForwardAuthApp"]
+
+log = logging.getLogger("edgeauth")
+
+DIALECTS = ("nginx", "traefik", "caddy", "envoy")
+
+# The headers that carry the original request target and method, per dialect.
+# Envoy has none: the check request keeps the original method, and its path is
+# the original path appended to the endpoint's prefix.
+_REQUEST_LINE: dict[str, tuple[str, str] | None] = {
+    "nginx": ("x-original-uri", "x-original-method"),
+    "traefik": ("x-forwarded-uri", "x-forwarded-method"),
+    "caddy": ("x-forwarded-uri", "x-forwarded-method"),
+    "envoy": None,
+}
+_ALL_REQUEST_LINE = frozenset(
+    {"x-original-uri", "x-original-method", "x-forwarded-uri", "x-forwarded-method"}
+)
+# Headers that must not be repeated either: two hosts or schemes are ambiguous.
+_SINGLE = {
+    "nginx": frozenset({"x-forwarded-host", "x-forwarded-proto"}),
+    "traefik": frozenset({"x-forwarded-host", "x-forwarded-proto"}),
+    "caddy": frozenset({"x-forwarded-host", "x-forwarded-proto"}),
+    "envoy": frozenset({"host", "x-forwarded-proto"}),
+}
+# What describes the gateway's own request, not the original one: never part of the view.
+_GATEWAY = frozenset(
+    {
+        *_ALL_REQUEST_LINE,
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "x-forwarded-server",
+        "x-real-ip",
+        "host",
+        "content-length",
+        *HOP_BY_HOP,
+    }
+)
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 §5.6.2 (a method)
+# Dot segments (raw or escaped) and empty segments: the gateway forwards the path
+# unresolved, so a path whose canonical form differs in structure would be
+# authorized as one path and served as another.
+_UNRESOLVED = re.compile(rb"(?:^|/)(?:\.|%2e){1,2}(?:/|$)|//", re.IGNORECASE)
+
+# nginx's auth_request accepts only 2xx, 401 and 403 (anything else becomes a
+# 500), so the real outcome travels in these headers; the documented nginx
+# config turns them back into the final response.
+_NGINX_STATUS = "x-edgeauth-status"
+_NGINX_CODE = "x-edgeauth-code"
+_NGINX_LOCATION = "x-edgeauth-location"
+_NGINX_BODY = "x-edgeauth-body"
+_WITHHELD = "x-edgeauth-withheld"
+# Envoy's HTTP ext_authz removes these request headers before the upstream.
+_ENVOY_REMOVE = "x-envoy-auth-headers-to-remove"
+
+
+@dataclass(frozen=True, slots=True)
+class _Refused:
+    """A request refused before the engine, and what its audit event names:
+    the original request when it could be read, else the gateway's."""
+
+    code: Code
+    reason: str
+    method: str | None = None
+    path: bytes | None = None
+    client: str | None = None
+
+
+class ForwardAuthApp:
+    """The decision endpoint, an ASGI app for ``[forward_auth] path``.
+
+    The server routes ``path`` to it (for the ``envoy`` dialect, ``path`` and
+    everything below it), with the TCP peer in ``scope["client"]`` and no
+    proxy-header rewriting in front of it.
+
+    >>> app = ForwardAuthApp(policy, Engine(policy))               # doctest: +SKIP
+    >>> uvicorn.run(app, host="127.0.0.1", port=9000, proxy_headers=False)  # doctest: +SKIP
+    """
+
+    def __init__(self, policy: Policy, engine: Engine, *, audit: AuditSink | None = None) -> None:
+        if policy.forward_auth is None:
+            raise ValueError(f"{policy.source}: the policy has no [forward_auth] section")
+        if policy.forward_auth.dialect not in DIALECTS:
+            raise ValueError(f"unknown forward-auth dialect {policy.forward_auth.dialect!r}")
+        self.policy = policy
+        self.engine = engine
+        self.settings: ForwardAuthSettings = policy.forward_auth
+        self.dialect = self.settings.dialect
+        self._audit = audit or LoggingAuditSink()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            return
+        try:
+            request = self._rebuild(scope)
+        except Exception:
+            log.exception("cannot read the forward-auth request")
+            request = _Refused(Code.INTERNAL_ERROR, "unreadable forward-auth request")
+        if isinstance(request, _Refused):
+            denial = Denial(secrets.token_hex(8), request.code)
+            method = request.method or _own_method(scope)
+            self._audit_refusal(scope, request, denial, method)
+            await send_rendered(scope, send, self._render_denial(denial, method))
+            return
+        outcome = await self.engine.evaluate(request)
+        await send_rendered(scope, send, self._render(outcome, request.method))
+
+    def _rebuild(self, scope: Scope) -> RequestView | _Refused:
+        """The original request as a :class:`RequestView`, or why it is refused."""
+        client = scope.get("client")
+        peer: str | None = client[0] if client else None
+        if not self.settings.trusts(peer):
+            return _Refused(Code.UNTRUSTED_PEER, "peer not in [forward_auth] trusted")
+        raw_headers: list[tuple[bytes, bytes]] = list(scope["headers"])
+        refusal = self._check_dialect(raw_headers)
+        if refusal is not None:
+            return refusal
+        # Client copies of identity headers go before anything reads the headers.
+        mapped = header_map(self.policy.identity.strip(raw_headers))
+        target = self._target(scope, mapped)
+        if isinstance(target, _Refused):
+            return target
+        method, path, query = target
+        client = client_address(peer, mapped.get("x-forwarded-for", ()), self.settings.trusts)
+        if _UNRESOLVED.search(path):
+            reason = "dot segment or empty segment in forwarded path"
+            return _Refused(Code.BAD_REQUEST, reason, method, path, client)
+
+        headers = {name: values for name, values in mapped.items() if name not in _GATEWAY}
+        host = mapped.get("host") if self.dialect == "envoy" else mapped.get("x-forwarded-host")
+        if host:
+            headers["host"] = (host[0].strip(),)
+        scheme = "http"
+        proto = mapped.get("x-forwarded-proto")
+        if proto and proto[0].strip().lower() in ("http", "https"):
+            scheme = proto[0].strip().lower()
+        upgrade = ",".join(mapped.get("upgrade", ())).lower()
+        # Gateways drop the hop-by-hop Upgrade header on the auth request, but
+        # Sec-WebSocket-Key is end-to-end and on every handshake (RFC 6455 §4.1).
+        websocket = method == "GET" and (
+            scope["type"] == "websocket" or "websocket" in upgrade or "sec-websocket-key" in mapped
+        )
+        return RequestView(
+            method=method,
+            raw_path=path,
+            query=query,
+            headers=headers,
+            scheme=scheme,
+            client=client,
+            websocket=websocket,
+        )
+
+    def _render(self, outcome: Outcome, method: str) -> Rendered:
+        """The answer to the gateway for ``outcome`` of a ``method`` request."""
+        if isinstance(outcome, Allow):
+            return self._render_allow(outcome)
+        if isinstance(outcome, Preflight):
+            rendered = render_preflight(outcome)
+            if self.dialect == "nginx":
+                # A 2xx would let nginx forward the preflight to the app; the
+                # grant travels as a 401 that the nginx config turns into 204.
+                return _for_nginx(rendered, None, None)
+            return rendered
+        return self._render_denial(outcome, method)
+
+    def _check_dialect(self, raw: Iterable[tuple[bytes, bytes]]) -> _Refused | None:
+        own = _REQUEST_LINE[self.dialect] or ()
+        single = _SINGLE[self.dialect]
+        counts: dict[str, int] = {}
+        for raw_name, _ in raw:
+            key = normalize_name(raw_name.decode("latin-1"))
+            if key in _ALL_REQUEST_LINE or key in single:
+                counts[key] = counts.get(key, 0) + 1
+        for name, count in counts.items():
+            if name in _ALL_REQUEST_LINE and name not in own:
+                return _Refused(Code.UNTRUSTED_PEER, f"{name} is not of the {self.dialect} dialect")
+            if count > 1:
+                return _Refused(Code.UNTRUSTED_PEER, f"{name} repeated")
+        for name in own:
+            if name not in counts:
+                return _Refused(Code.UNTRUSTED_PEER, f"{name} missing")
+        return None
+
+    def _target(
+        self, scope: Scope, mapped: dict[str, tuple[str, ...]]
+    ) -> tuple[str, bytes, bytes] | _Refused:
+        """(method, raw path, query) of the original request."""
+        own = _REQUEST_LINE[self.dialect]
+        if own is None:
+            # Envoy: <prefix><original path>, and the original method and query.
+            raw_path = bytes(scope.get("raw_path") or scope["path"].encode("latin-1"))
+            prefix = self.settings.path.rstrip("/").encode("ascii")
+            path = raw_path[len(prefix) :] if raw_path.startswith(prefix) else b""
+            if not path.startswith(b"/"):
+                return _Refused(Code.UNTRUSTED_PEER, "path is not below the endpoint's prefix")
+            return _own_method(scope), path, bytes(scope.get("query_string", b""))
+        uri_header, method_header = own
+        method = mapped[method_header][0].strip()
+        uri = mapped[uri_header][0].strip()
+        if not _TOKEN.fullmatch(method) or not uri:
+            return _Refused(Code.UNTRUSTED_PEER, f"malformed {method_header} or {uri_header}")
+        path, _, query = uri.encode("latin-1").partition(b"?")
+        return method.upper(), path, query
+
+    def _render_allow(self, allow: Allow) -> Rendered:
+        # Every configured identity header, empty when there is none: a gateway
+        # that copies them overwrites whatever copy the client sent.
+        identity = self.policy.identity.build(allow.identity, include_empty=True)
+        headers = [
+            (b"cache-control", b"no-store"),
+            (b"x-request-id", allow.request_id.encode()),
+            *((n.encode("latin-1"), v.encode("latin-1")) for n, v in identity),
+            *((n.encode("latin-1"), v.encode("latin-1")) for n, v in allow.response_headers),
+        ]
+        if self.dialect == "envoy":
+            removed = [p for p in allow.withheld if not p.startswith("cookie:")]
+            if removed:
+                headers.append((_ENVOY_REMOVE.encode(), ",".join(removed).encode("latin-1")))
+        else:
+            headers.append((_WITHHELD.encode(), ", ".join(allow.withheld).encode("latin-1")))
+        return 200, headers, b""
+
+    def _render_denial(self, denial: Denial, method: str) -> Rendered:
+        rendered = render_denial(denial, method)
+        if self.dialect == "nginx":
+            return _for_nginx(rendered, denial.code, denial.location)
+        return rendered
+
+    def _audit_refusal(self, scope: Scope, refused: _Refused, denial: Denial, method: str) -> None:
+        """The audit event of a request refused before the engine, in the engine's shape."""
+        peer = scope.get("client")
+        raw = refused.path if refused.path is not None else bytes(scope.get("raw_path") or b"")
+        event: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "request_id": denial.request_id,
+            "method": method,
+            # Escapes instead of controls, bounded: the path is the sender's.
+            "path": raw[:512]
+            .decode("ascii", "backslashreplace")
+            .encode("unicode_escape")
+            .decode("ascii"),
+            "rule": None,
+            "outcome": "deny",
+            "code": denial.code.value,
+            "status": denial.status,
+            "reason": refused.reason,
+            "subject": None,
+            "client": refused.client or (peer[0] if peer else None),
+            "authenticator": None,
+            "key_id": None,
+            "fingerprint": None,
+        }
+        try:
+            self._audit.emit(event)
+        except Exception:
+            log.exception("audit sink failed for request %s", denial.request_id)
+
+
+def _own_method(scope: Scope) -> str:
+    """The method of the request edgeauth received (a WebSocket handshake is a GET)."""
+    return "GET" if scope["type"] == "websocket" else str(scope["method"]).upper()
+
+
+def _for_nginx(rendered: Rendered, code: Code | None, location: str | None) -> Rendered:
+    """A rendered answer as nginx's auth_request can take it: 403 when the real
+    status is 403 (forbidden, insufficient_scope, csrf, untrusted_peer), 401
+    otherwise, with the real status, code, login URL and JSON body in headers."""
+    status, headers, body = rendered
+    out = [(n, v) for n, v in headers if n != b"location"]
+    out.append((_NGINX_STATUS.encode(), str(status).encode()))
+    if code is not None:
+        out.append((_NGINX_CODE.encode(), code.value.encode()))
+    if location is not None:
+        out.append((_NGINX_LOCATION.encode(), location.encode("ascii")))
+    if (b"content-type", b"application/json") in headers:
+        # auth_request discards the body; one line of JSON fits in a header.
+        out.append((_NGINX_BODY.encode(), body))
+    return (403 if status == 403 else 401), out, body
