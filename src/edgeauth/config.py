@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import importlib.util
 import ipaddress
 import json
 import os
@@ -33,8 +34,10 @@ from .cors import DEFAULT_HEADERS, DEFAULT_METHODS, CorsPolicy
 from .errors import ConfigError, ConfigIssue
 from .headers import DEFAULT_IDENTITY_HEADERS, HeaderField, IdentityHeaders, validate_header_name
 from .model import Kind
-from .policy import ForwardAuthSettings, Network, Policy, Rule, ServerSettings
+from .policy import ForwardAuthSettings, Network, Policy, Rule, ServerSettings, State, workers_issue
+from .ratelimit import Limit
 from .rules import HostPattern, Matcher, RuleSet, compile_pattern, normalize_methods
+from .state import RedisTarget, StateSettings, parse_redis_url
 
 __all__ = ["load_policy"]
 
@@ -132,6 +135,8 @@ class _Rule(_Model):
     login_url: str | None = None
     cors: _Cors | None = None
     max_body: int | None = Field(None, ge=0)
+    rate_limit: str | list[str] | None = None
+    count_upstream_401: bool = False
 
 
 class _ForwardAuth(_Model):
@@ -152,7 +157,30 @@ class _Audit(_Model):
     allows: bool = False
 
 
-_SECTIONS = ("server", "identity", "default", "cache", "audit", "forward_auth")
+class _State(_Model):
+    redis_url: str | None = None
+    on_store_error: Literal["allow", "deny"] = "allow"
+    revocation_max_staleness: float = Field(30.0, ge=1, le=86400)
+    revocation_file: str | None = None
+    timeout: float = Field(0.5, gt=0, le=30)
+    key_prefix: str = "edgeauth:"
+
+
+class _Protection(_Model):
+    failed_auth: str | None = None
+
+
+_SECTIONS = (
+    "server",
+    "identity",
+    "default",
+    "cache",
+    "audit",
+    "forward_auth",
+    "state",
+    "protection",
+)
+_KEY_PREFIX = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
 M = TypeVar("M", bound=_Model)
@@ -223,6 +251,10 @@ class _Builder:
         default = self.validate(_Default, data.get("default", {}), ("default",)) or _Default()
         cache_m = self.validate(_Cache, data.get("cache", {}), ("cache",)) or _Cache()
         audit = self.validate(_Audit, data.get("audit", {}), ("audit",)) or _Audit()
+        state_m = self.validate(_State, data.get("state", {}), ("state",))
+        protection = self.validate(_Protection, data.get("protection", {}), ("protection",))
+        settings = self._state(state_m) if state_m is not None else StateSettings()
+        failed_auth = self._failed_auth(protection) if protection is not None else None
         forward_auth = None
         if "forward_auth" in data:
             fa = self.validate(_ForwardAuth, data["forward_auth"], ("forward_auth",))
@@ -250,7 +282,18 @@ class _Builder:
             if model is not None:
                 models.append((i, model))
                 matchers.append(self._rule(i, model, authenticators, set(tables)))
+                if model.count_upstream_401 and protection and protection.failed_auth is None:
+                    self.issue(
+                        ("rules", i, "count_upstream_401"),
+                        "needs [protection] failed_auth (the lockout these 401s count toward)",
+                    )
         self._unique_ids(models)
+        compiled_rules = [m.target for m in matchers if m is not None]
+        counters = failed_auth is not None or any(r.limits for r in compiled_rules)
+        shared = state_m is not None and state_m.redis_url is not None
+        if server_m is not None and not shared and counters and server_m.workers > 1:
+            issue = workers_issue(server_m.workers)
+            self.issue(("server", "workers"), issue.message)
         if self.issues:
             raise self.fail()
         return Policy(
@@ -262,6 +305,10 @@ class _Builder:
             default_allow=default.action == "allow",
             audit_allows=audit.allows,
             forward_auth=forward_auth,
+            state=State.build(settings),
+            failed_auth=failed_auth,
+            upstream_401_rules=frozenset(r.id for r in compiled_rules if r.count_upstream_401),
+            counters=counters,
         )
 
     # ${VAR} expansion, before validation, so errors name the key.
@@ -307,6 +354,81 @@ class _Builder:
             tls_key=self._path(s.tls_key) if s.tls_key else None,
         )
 
+    def _state(self, m: _State) -> StateSettings:
+        redis: RedisTarget | None = None
+        if m.redis_url is not None:
+            try:
+                redis = parse_redis_url(m.redis_url)
+            except ValueError as exc:
+                self.issue(("state", "redis_url"), str(exc))
+            if importlib.util.find_spec("redis") is None:
+                self.issue(
+                    ("state", "redis_url"),
+                    "needs the redis package: pip install 'edgeauth[redis]'",
+                )
+            if m.revocation_file is not None:
+                self.issue(
+                    ("state", "revocation_file"),
+                    "revocations live in Redis when redis_url is set; remove revocation_file",
+                )
+        if not _KEY_PREFIX.fullmatch(m.key_prefix):
+            self.issue(
+                ("state", "key_prefix"),
+                "expected 1 to 64 letters, digits, '_', '.', ':' or '-' (no braces)",
+            )
+        # Without Redis, revocations persist next to the policy file by default.
+        revocation_file = None
+        if m.redis_url is None:
+            default = f"{Path(self.name).stem}.revocations.json"
+            revocation_file = self._path(m.revocation_file or default)
+        return StateSettings(
+            redis=redis,
+            on_store_error=m.on_store_error,
+            revocation_max_staleness=m.revocation_max_staleness,
+            revocation_file=revocation_file,
+            timeout=m.timeout,
+            key_prefix=m.key_prefix,
+        )
+
+    def _failed_auth(self, m: _Protection) -> Limit | None:
+        if m.failed_auth is None:
+            return None
+        loc = ("protection", "failed_auth")
+        try:
+            limit = Limit.parse(m.failed_auth)
+        except ValueError as exc:
+            self.issue(loc, str(exc))
+            return None
+        if limit.scope != "ip":
+            self.issue(loc, "failed-auth lockout is per ip: expected 'N/minute per ip'")
+            return None
+        return limit
+
+    def _limits(self, r: _Rule, chain: Sequence[Authenticator], loc: Loc) -> tuple[Limit, ...]:
+        if r.rate_limit is None:
+            return ()
+        specs = [r.rate_limit] if isinstance(r.rate_limit, str) else r.rate_limit
+        if not specs:
+            self.issue((*loc, "rate_limit"), "expected at least one limit")
+        limits: list[Limit] = []
+        for i, spec in enumerate(specs):
+            at = (*loc, "rate_limit") if isinstance(r.rate_limit, str) else (*loc, "rate_limit", i)
+            try:
+                limit = Limit.parse(spec)
+            except ValueError as exc:
+                self.issue(at, str(exc))
+                continue
+            if limit in limits:
+                self.issue(at, "the same limit is given twice")
+            elif limit.scope != "ip" and not chain:
+                self.issue(at, f"a limit per {limit.scope} needs authenticate = [...]")
+            elif limit.scope == "api_key" and not any(
+                isinstance(a, ApiKeyAuthenticator) for a in chain
+            ):
+                self.issue(at, "a limit per api_key needs an api_key authenticator on the rule")
+            limits.append(limit)
+        return tuple(limits)
+
     def _networks(self, values: Sequence[str], loc: Loc) -> tuple[Network, ...]:
         networks: list[Network] = []
         for i, cidr in enumerate(values):
@@ -324,7 +446,9 @@ class _Builder:
         if "*" in fa.path:
             self.issue(("forward_auth", "path"), "expected a plain path like '/_edgeauth/auth'")
         trusted = self._networks(fa.trusted, ("forward_auth", "trusted"))
-        return ForwardAuthSettings(path=fa.path.rstrip("/") or "/", dialect=fa.dialect, trusted=trusted)
+        return ForwardAuthSettings(
+            path=fa.path.rstrip("/") or "/", dialect=fa.dialect, trusted=trusted
+        )
 
     def _identity(self, ident: _Identity) -> IdentityHeaders:
         fields: list[HeaderField] = []
@@ -541,6 +665,7 @@ class _Builder:
         cors = self._cors(r.cors, (*loc, "cors")) if r.cors is not None else None
         if r.id is not None and not _ID.fullmatch(r.id):
             self.issue((*loc, "id"), "a rule id is letters, digits, '-', '_' or '.'")
+        limits = self._limits(r, chain, loc)
         if len(self.issues) > before:
             return None
         req = r.require or _Require()
@@ -553,6 +678,8 @@ class _Builder:
             login_url=r.login_url,
             cors=cors,
             max_body=r.max_body,
+            limits=limits,
+            count_upstream_401=r.count_upstream_401,
         )
         return Matcher(tuple(compiled), methods, tuple(hosts) if hosts is not None else None, rule)
 

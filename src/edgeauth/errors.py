@@ -5,10 +5,13 @@
     EdgeAuthError
     ├── ConfigError            the policy (or a keys file) does not load; lists every issue
     ├── BadRequest             the request is malformed or ambiguous      -> 400 bad_request
+    ├── StoreUnavailable       the state store (Redis, the revocation file) fails;
+    │                          rate limits follow on_store_error, revocation fails closed
     └── CredentialError        raised by authenticators, never seen by users
         ├── InvalidCredentials a credential is present but bad         -> 401 invalid_token
         │   └── Revoked        a valid credential that was revoked     -> 401 revoked
-        └── AuthUnavailable    keys cannot be obtained (JWKS down)     -> 503 auth_unavailable
+        └── AuthUnavailable    keys cannot be obtained (JWKS down), or the
+                               revocation list is stale                 -> 503 auth_unavailable
 
 Denials are values (:class:`edgeauth.model.Denial`), not exceptions: these
 exceptions only travel from a stage to the pipeline, which turns them into a
@@ -30,6 +33,7 @@ __all__ = [
     "EdgeAuthError",
     "InvalidCredentials",
     "Revoked",
+    "StoreUnavailable",
 ]
 
 
@@ -72,6 +76,12 @@ class BadRequest(EdgeAuthError):
     """The request is malformed or ambiguous; answered with 400 ``bad_request``."""
 
 
+class StoreUnavailable(EdgeAuthError):
+    """The shared state store cannot be used right now (Redis down, timed out, or
+    the revocation file unwritable). Never seen by clients: rate limits follow
+    ``[state] on_store_error``, revocation fails closed once its copy is stale."""
+
+
 class CredentialError(EdgeAuthError):
     """Raised by an authenticator; the pipeline turns it into a denial."""
 
@@ -85,4 +95,5 @@ class Revoked(InvalidCredentials):
 
 
 class AuthUnavailable(CredentialError):
-    """Keys cannot be obtained right now; fail closed with 503, never allow."""
+    """Keys, or a fresh enough revocation list, cannot be obtained right now;
+    fail closed with 503, never allow."""

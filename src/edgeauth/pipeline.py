@@ -2,9 +2,17 @@
 
 ::
 
-    canonical path -> match rule -> CORS preflight? -> body size
-        -> authenticate (the rule's authenticators, in order)
-        -> CSRF check for cookie credentials -> authorize -> identity headers
+    canonical path -> match rule -> CORS preflight? -> rate limit per ip -> body size
+        -> failed-auth lockout (requests with credentials, count_upstream_401 rules)
+        -> authenticate (the rule's authenticators, in order) -> revocation
+        -> CSRF check for cookie credentials -> authorize
+        -> rate limit per subject / api_key -> identity headers
+
+edgeauth's own 401s for a presented credential (``invalid_token``,
+``revoked``), and the app's 401s on ``count_upstream_401`` rules (reported
+through :meth:`Engine.upstream_response`), count toward the failed-auth
+lockout. A client without a credential has not failed to authenticate, so a
+``missing_credentials`` 401 does not count.
 
 The engine does no socket I/O of its own (key sets may fetch through their
 injected client); it returns a value the front-end renders. Any exception
@@ -22,10 +30,12 @@ from urllib.parse import quote_from_bytes
 
 from .audit import AuditSink, LoggingAuditSink, fingerprint
 from .authn.base import CredentialSource
-from .errors import AuthUnavailable, BadRequest, InvalidCredentials, Revoked
+from .errors import AuthUnavailable, BadRequest, InvalidCredentials, Revoked, StoreUnavailable
+from .forwarded import rate_key
 from .model import Allow, Code, Denial, Header, Identity, Kind, Outcome, Preflight, RequestView
 from .paths import CanonicalPath, canonicalize
 from .policy import Policy, Rule
+from .ratelimit import RateDecision, Scope, retry_after_header
 
 __all__ = ["Engine"]
 
@@ -34,6 +44,11 @@ log = logging.getLogger("edgeauth")
 _REALM = 'Bearer realm="edgeauth"'
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 _LOGIN_CODES = frozenset({Code.MISSING_CREDENTIALS, Code.INVALID_TOKEN, Code.REVOKED})
+_FAILED_AUTH = frozenset({Code.INVALID_TOKEN, Code.REVOKED})
+_STORE_DOWN = "Temporarily unavailable"
+
+_Refusal = tuple[Code, tuple[Header, ...]]
+"""A rate-limit or lockout refusal: the code and the headers that explain it."""
 
 
 def new_request_id() -> str:
@@ -86,6 +101,8 @@ class Engine:
             log.exception("internal error while deciding request %s", request_id)
             trace.reason = "internal error"
             outcome = Denial(request_id, Code.INTERNAL_ERROR, rule_id=trace.rule)
+        if isinstance(outcome, Denial) and outcome.code in _FAILED_AUTH:
+            await self._count_failure(view, outcome.request_id, outcome.rule_id)
         if isinstance(outcome, Denial) or self.policy.audit_allows:
             self._emit(view, outcome, trace)
         return outcome
@@ -96,6 +113,8 @@ class Engine:
         Front-ends call this when the response starts; failed-auth counting
         (``count_upstream_401``) uses it. It never raises.
         """
+        if status == 401 and allow.rule_id in self.policy.upstream_401_rules:
+            await self._count_failure(view, allow.request_id, allow.rule_id)
 
     async def _decide(self, view: RequestView, rid: str, trace: _Trace) -> Outcome:
         try:
@@ -122,6 +141,14 @@ class Engine:
                 return Denial(rid, Code.FORBIDDEN, rule_id=rule.id)
             return Preflight(rid, rule.id, grant)
         page = _is_page(rule.kind, view)
+        now = self._clock()
+        # The headers every later answer carries: CORS, then the RateLimit-* fields.
+        extra = cors
+        checked: list[RateDecision] = []
+        refusal = await self._limit(rule, "ip", _client_key(view), now, checked, trace)
+        if refusal is not None:
+            return self._refuse(refusal, rid, rule, page, view, path, cors)
+        extra = _rate_headers(cors, checked)
         length = view.header("content-length")
         if (
             rule.max_body is not None
@@ -129,44 +156,72 @@ class Engine:
             and length.isdigit()
             and int(length) > rule.max_body
         ):
-            return self._deny(Code.PAYLOAD_TOO_LARGE, rid, rule, page, view, path, cors)
+            return self._deny(Code.PAYLOAD_TOO_LARGE, rid, rule, page, view, path, extra)
+
+        credentials: dict[CredentialSource, str] = {}
+        if rule.authenticators:
+            try:
+                credentials = _credentials(rule, view)
+            except BadRequest as exc:
+                trace.reason = str(exc)
+                return self._deny(Code.BAD_REQUEST, rid, rule, page, view, path, extra)
+        if self.policy.failed_auth is not None and (credentials or rule.count_upstream_401):
+            refusal = await self._lockout(view, now, trace)
+            if refusal is not None:
+                return self._refuse(refusal, rid, rule, page, view, path, extra)
 
         identity: Identity | None = None
         source: CredentialSource | None = None
         if rule.authenticators:
             try:
-                identity, source, presented = await self._authenticate(rule, view, trace)
-            except BadRequest as exc:
-                trace.reason = str(exc)
-                return self._deny(Code.BAD_REQUEST, rid, rule, page, view, path, cors)
+                identity, source = await self._authenticate(rule, credentials, now, trace)
             except Revoked as exc:
-                return self._fail(Code.REVOKED, exc, trace, rid, rule, page, view, path, cors)
+                return self._fail(Code.REVOKED, exc, trace, rid, rule, page, view, path, extra)
             except InvalidCredentials as exc:
-                return self._fail(Code.INVALID_TOKEN, exc, trace, rid, rule, page, view, path, cors)
+                return self._fail(
+                    Code.INVALID_TOKEN, exc, trace, rid, rule, page, view, path, extra
+                )
             except AuthUnavailable as exc:
                 return self._fail(
-                    Code.AUTH_UNAVAILABLE, exc, trace, rid, rule, page, view, path, cors
+                    Code.AUTH_UNAVAILABLE, exc, trace, rid, rule, page, view, path, extra
                 )
-            if identity is None and (presented or not rule.public):
-                code = Code.INVALID_TOKEN if presented else Code.MISSING_CREDENTIALS
-                trace.reason = "no authenticator accepted the credential" if presented else None
-                return self._deny(code, rid, rule, page, view, path, cors)
+            if identity is None and (credentials or not rule.public):
+                code = Code.INVALID_TOKEN if credentials else Code.MISSING_CREDENTIALS
+                trace.reason = "no authenticator accepted the credential" if credentials else None
+                return self._deny(code, rid, rule, page, view, path, extra)
 
         upstream: tuple[Header, ...] = ()
         withheld: tuple[str, ...] = ()
         if identity is not None and source is not None:
             trace.subject = identity.subject
             trace.key_id = identity.key_id
+            try:
+                revoked = (await self.policy.state.revocations.snapshot()).revoked(identity, now)
+            except AuthUnavailable as exc:
+                return self._fail(
+                    Code.AUTH_UNAVAILABLE, exc, trace, rid, rule, page, view, path, extra
+                )
+            if revoked:
+                trace.reason = "credential revoked"
+                return self._deny(Code.REVOKED, rid, rule, page, view, path, extra)
             if source.kind == "cookie" and self._cross_site(view, rule):
                 trace.reason = "cookie credential from a foreign origin"
-                return self._deny(Code.CSRF, rid, rule, page, view, path, cors)
+                return self._deny(Code.CSRF, rid, rule, page, view, path, extra)
             refused = rule.require.check(identity)
             if refused is not None:
-                return self._deny(refused, rid, rule, page, view, path, cors)
+                return self._deny(refused, rid, rule, page, view, path, extra)
+            refusal = await self._limit(rule, "subject", identity.subject, now, checked, trace)
+            if refusal is None and identity.credential_type == "api_key":
+                refusal = await self._limit(rule, "api_key", identity.key_id, now, checked, trace)
+            if refusal is not None:
+                return self._refuse(refusal, rid, rule, page, view, path, cors)
+            extra = _rate_headers(cors, checked)
             try:
                 upstream = self.policy.identity.build(identity)
             except InvalidCredentials as exc:
-                return self._fail(Code.INVALID_TOKEN, exc, trace, rid, rule, page, view, path, cors)
+                return self._fail(
+                    Code.INVALID_TOKEN, exc, trace, rid, rule, page, view, path, extra
+                )
             authenticator = self.policy.authenticators[identity.authenticator]
             if not authenticator.forward_credential:
                 withheld = (source.place,)
@@ -178,17 +233,103 @@ class Engine:
             identity=identity,
             upstream_headers=upstream,
             withheld=withheld,
-            response_headers=cors,
+            response_headers=extra,
             max_body=rule.max_body,
         )
 
+    async def _limit(
+        self,
+        rule: Rule,
+        scope: Scope,
+        who: str | None,
+        now: float,
+        checked: list[RateDecision],
+        trace: _Trace,
+    ) -> _Refusal | None:
+        """Check ``rule``'s limits per ``scope`` for ``who``; keys include the rule id,
+        so rules never share counters."""
+        limits = rule.limits_per(scope)
+        if not limits or who is None:
+            return None
+        try:
+            decision = await self.policy.state.limits.hit(f"{rule.id}|{scope}|{who}", limits, now)
+        except StoreUnavailable:
+            return self._store_down(trace)
+        checked.append(decision)
+        if decision.allowed:
+            return None
+        trace.reason = f"over the rate limit per {scope}"
+        return Code.RATE_LIMITED, decision.headers()
+
+    async def _lockout(self, view: RequestView, now: float, trace: _Trace) -> _Refusal | None:
+        try:
+            left = await self.policy.state.limits.locked(_client_key(view), now)
+        except StoreUnavailable:
+            return self._store_down(trace)
+        if left is None:
+            return None
+        trace.reason = "failed-auth lockout"
+        return Code.RATE_LIMITED, (retry_after_header(left),)
+
+    def _store_down(self, trace: _Trace) -> _Refusal | None:
+        """``on_store_error``: skip the limit (allow), or 503 (deny); never 500."""
+        if self.policy.state.settings.on_store_error == "allow":
+            return None
+        trace.reason = "state store unavailable (on_store_error = deny)"
+        return Code.AUTH_UNAVAILABLE, (retry_after_header(1),)
+
+    def _refuse(
+        self,
+        refusal: _Refusal,
+        rid: str,
+        rule: Rule,
+        page: bool,
+        view: RequestView,
+        path: CanonicalPath,
+        cors: tuple[Header, ...],
+    ) -> Denial:
+        code, headers = refusal
+        message = _STORE_DOWN if code is Code.AUTH_UNAVAILABLE else None
+        return self._deny(code, rid, rule, page, view, path, (*headers, *cors), message)
+
+    async def _count_failure(self, view: RequestView, request_id: str, rule_id: str | None) -> None:
+        """One failed authentication for the client; audit the lockout it may start."""
+        limit = self.policy.failed_auth
+        if limit is None:
+            return
+        try:
+            lockout = await self.policy.state.limits.fail(_client_key(view), limit, self._clock())
+        except StoreUnavailable:
+            return  # logged once per outage by the store
+        except Exception:
+            log.exception("cannot count a failed authentication for request %s", request_id)
+            return
+        if lockout is None or not lockout.started:
+            return
+        event: dict[str, Any] = {
+            "time": _iso(self._clock()),
+            "event": "lockout",
+            "outcome": "lockout",
+            "request_id": request_id,
+            "rule": rule_id,
+            "client": view.client,
+            "limit": str(limit),
+            "until": _iso(lockout.until),
+        }
+        try:
+            self._audit.emit(event)
+        except Exception:
+            log.exception("audit sink failed for request %s", request_id)
+
     async def _authenticate(
-        self, rule: Rule, view: RequestView, trace: _Trace
-    ) -> tuple[Identity | None, CredentialSource | None, bool]:
-        """(identity, where it came from, whether any credential was presented)."""
-        credentials = _credentials(rule, view)
+        self,
+        rule: Rule,
+        credentials: dict[CredentialSource, str],
+        now: float,
+        trace: _Trace,
+    ) -> tuple[Identity | None, CredentialSource | None]:
+        """(identity, where it came from), or (None, None) when no authenticator took one."""
         presented = False
-        now = self._clock()
         for authenticator in rule.authenticators:
             for source in authenticator.sources:
                 credential = credentials.get(source)
@@ -201,8 +342,8 @@ class Engine:
                 identity = await authenticator.authenticate(credential, now)
                 if identity is not None:
                     trace.fingerprint = fingerprint(credential)
-                    return identity, source, True
-        return None, None, presented
+                    return identity, source
+        return None, None
 
     def _cross_site(self, view: RequestView, rule: Rule) -> bool:
         """CSRF: a cookie credential on an unsafe method or a WebSocket upgrade
@@ -241,6 +382,7 @@ class Engine:
         view: RequestView,
         path: CanonicalPath,
         cors: tuple[Header, ...],
+        message: str | None = None,
     ) -> Denial:
         if page and code in _LOGIN_CODES and rule.login_url:
             return Denial(
@@ -254,7 +396,7 @@ class Engine:
             headers = (("www-authenticate", challenge), *cors)
         elif code is Code.INSUFFICIENT_SCOPE and not page:
             headers = (("www-authenticate", f'{_REALM}, error="insufficient_scope"'), *cors)
-        return Denial(rid, code, rule.id, page=page, headers=headers)
+        return Denial(rid, code, rule.id, page=page, headers=headers, message=message)
 
     def _emit(self, view: RequestView, outcome: Outcome, trace: _Trace) -> None:
         if isinstance(outcome, Denial):
@@ -262,7 +404,7 @@ class Engine:
         else:
             status, code, result = (204 if isinstance(outcome, Preflight) else 200), None, "allow"
         event: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self._clock())),
+            "time": _iso(self._clock()),
             "request_id": outcome.request_id,
             "method": view.method,
             "path": trace.path if trace.path is not None else _printable(view.raw_path),
@@ -281,6 +423,21 @@ class Engine:
             self._audit.emit(event)
         except Exception:
             log.exception("audit sink failed for request %s", outcome.request_id)
+
+
+def _client_key(view: RequestView) -> str:
+    """The per-ip key: the client address (IPv6 by its /64); requests with no
+    known address share one key."""
+    return rate_key(view.client) if view.client else "unknown"
+
+
+def _rate_headers(cors: tuple[Header, ...], checked: list[RateDecision]) -> tuple[Header, ...]:
+    tightest = RateDecision.tightest(checked)
+    return cors if tightest is None else (*cors, *tightest.headers())
+
+
+def _iso(moment: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
 
 
 def _credentials(rule: Rule, view: RequestView) -> dict[CredentialSource, str]:

@@ -1,8 +1,8 @@
 """The compiled policy: what :func:`edgeauth.load_policy` returns.
 
 Everything here is built once at load (patterns compiled, keys parsed,
-authenticators constructed) so that deciding a request does no parsing of
-configuration.
+authenticators constructed, state stores chosen) so that deciding a request
+does no parsing of configuration. Stores open no connection until first used.
 """
 
 from __future__ import annotations
@@ -14,11 +14,15 @@ from dataclasses import dataclass, field
 from .authn.base import Authenticator, CredentialSource
 from .authz import Requirement
 from .cors import CorsPolicy
+from .errors import ConfigError, ConfigIssue
 from .headers import IdentityHeaders
 from .model import Kind
+from .ratelimit import Limit, LimitStore, MemoryLimitStore, RedisLimitStore, Scope
+from .revocation import FileRevocations, RedisRevocations, RevocationStore
 from .rules import RuleSet
+from .state import RedisConnector, StateSettings
 
-__all__ = ["ForwardAuthSettings", "Network", "Policy", "Rule", "ServerSettings"]
+__all__ = ["ForwardAuthSettings", "Network", "Policy", "Rule", "ServerSettings", "State"]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -35,6 +39,12 @@ class Rule:
     login_url: str | None = None
     cors: CorsPolicy | None = None
     max_body: int | None = None
+    limits: tuple[Limit, ...] = ()
+    count_upstream_401: bool = False
+
+    def limits_per(self, scope: Scope) -> tuple[Limit, ...]:
+        """This rule's limits keyed by ``scope``."""
+        return tuple(limit for limit in self.limits if limit.scope == scope)
 
     @property
     def sources(self) -> tuple[CredentialSource, ...]:
@@ -79,6 +89,48 @@ class ForwardAuthSettings:
 
 
 @dataclass(frozen=True, slots=True, eq=False)
+class State:
+    """Rate-limit counters and revocations: in this process (and a file), or in Redis."""
+
+    settings: StateSettings = field(default_factory=StateSettings)
+    limits: LimitStore = field(default_factory=MemoryLimitStore)
+    revocations: RevocationStore = field(default_factory=lambda: FileRevocations(None))
+    connector: RedisConnector | None = None
+
+    @classmethod
+    def build(cls, settings: StateSettings) -> State:
+        """The stores ``settings`` ask for; nothing is opened yet."""
+        if settings.redis is None:
+            revocations = FileRevocations(
+                settings.revocation_file, max_staleness=settings.revocation_max_staleness
+            )
+            return cls(settings, MemoryLimitStore(), revocations)
+        connector = RedisConnector(settings.redis, timeout=settings.timeout)
+        return cls(
+            settings,
+            RedisLimitStore(connector, settings.key_prefix),
+            RedisRevocations(
+                connector,
+                prefix=settings.key_prefix,
+                max_staleness=settings.revocation_max_staleness,
+            ),
+            connector,
+        )
+
+    @property
+    def shared(self) -> bool:
+        """Are counters shared between processes (Redis)?"""
+        return self.connector is not None
+
+    async def aclose(self) -> None:
+        """Stop the revocation poller and close the Redis clients."""
+        await self.revocations.aclose()
+        await self.limits.aclose()
+        if self.connector is not None:
+            await self.connector.aclose()
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class Policy:
     """A loaded, validated, compiled policy."""
 
@@ -90,15 +142,42 @@ class Policy:
     default_allow: bool = False
     audit_allows: bool = False
     forward_auth: ForwardAuthSettings | None = None
+    state: State = field(default_factory=State)
+    failed_auth: Limit | None = None
+    upstream_401_rules: frozenset[str] = frozenset()
+    counters: bool = False
 
     def trusts(self, address: str | None) -> bool:
         """Is ``address`` (a TCP peer) one of ``[server] trusted_proxies``?"""
         return _in_networks(address, self.server.trusted_proxies)
 
+    def check_workers(self, workers: int) -> None:
+        """Refuse to run ``workers`` processes that would each keep their own counters.
+
+        Raises :class:`~edgeauth.errors.ConfigError` when ``workers`` > 1, the
+        policy has rate limits or ``[protection] failed_auth``, and no
+        ``[state] redis_url`` shares them.
+
+        >>> policy.check_workers(4)   # doctest: +SKIP
+        """
+        if workers > 1 and self.counters and not self.state.shared:
+            raise ConfigError(self.source, [workers_issue(workers)])
+
     async def aclose(self) -> None:
-        """Release what the authenticators hold (JWKS HTTP sessions)."""
+        """Release what the policy holds: JWKS HTTP sessions, the revocation
+        poller and Redis clients. Front-ends call it at shutdown."""
         for authenticator in self.authenticators.values():
             await authenticator.aclose()
+        await self.state.aclose()
+
+
+def workers_issue(workers: int) -> ConfigIssue:
+    """The error for ``workers`` > 1 with counters kept in memory."""
+    return ConfigIssue(
+        "server.workers",
+        f"{workers} workers would each keep their own rate-limit and failed-auth "
+        "counters (the memory store); set [state] redis_url to share them, or run one worker",
+    )
 
 
 def _in_networks(address: str | None, networks: tuple[Network, ...]) -> bool:
