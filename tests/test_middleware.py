@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -684,3 +685,31 @@ async def test_escaped_sub_delimiters_match_like_their_literal_form(tmp_path: Pa
         r = await call(app, raw_path=raw)
         assert r.status == 401, raw
     assert (await call(app, raw_path=b"/users/bob")).status == 200
+
+
+async def test_lifespan_shutdown_closes_the_policy(
+    app: EdgeAuth, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At lifespan shutdown the policy's connections are released before the server is told."""
+    closed: list[str] = []
+
+    async def aclose() -> None:
+        closed.append("policy")
+
+    monkeypatch.setattr(app, "policy", SimpleNamespace(aclose=aclose))
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+
+    app.app = inner
+    sent: list[str] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(f"{message['type']} after {closed}")
+
+    await app({"type": "lifespan"}, None, send)  # type: ignore[arg-type]
+    assert sent == [
+        "lifespan.startup.complete after []",
+        "lifespan.shutdown.complete after ['policy']",
+    ]

@@ -29,6 +29,7 @@ def test_exported_names() -> None:
             "Preflight",
             "RequestView",
             "Revoked",
+            "StoreUnavailable",
             "__version__",
             "load_policy",
         ]

@@ -16,6 +16,7 @@ from .errors import (
     EdgeAuthError,
     InvalidCredentials,
     Revoked,
+    StoreUnavailable,
 )
 from .middleware import EdgeAuth, IdentityRequired
 from .model import Allow, Code, Denial, Identity, Kind, Outcome, Preflight, RequestView
@@ -45,6 +46,7 @@ __all__ = [
     "Preflight",
     "RequestView",
     "Revoked",
+    "StoreUnavailable",
     "__version__",
     "load_policy",
 ]

@@ -75,6 +75,8 @@ class EdgeAuth:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
+            if scope["type"] == "lifespan":
+                send = self._closing(send)
             await self.app(scope, receive, send)
             return
         try:
@@ -90,6 +92,16 @@ class EdgeAuth:
             await send_rendered(scope, send, render_preflight(outcome))
         else:
             await send_rendered(scope, send, render_denial(outcome, view.method))
+
+    def _closing(self, send: Send) -> Send:
+        """Release the policy's connections (Redis, JWKS) when the app shuts down."""
+
+        async def wrapped(message: Message) -> None:
+            if message["type"] == "lifespan.shutdown.complete":
+                await self.policy.aclose()
+            await send(message)
+
+        return wrapped
 
     async def _forward(
         self,
