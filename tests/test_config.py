@@ -339,7 +339,9 @@ def test_bad_credential_places(tmp_path: Path) -> None:
 def test_forward_auth_section(tmp_path: Path) -> None:
     """[forward_auth] takes a path, a dialect and the gateways' addresses."""
     base = '\n[[rules]]\nmatch = "/**"\npublic = true\n'
-    policy = load_text(tmp_path, '[forward_auth]\ndialect = "nginx"\ntrusted = ["127.0.0.1"]\n' + base)
+    policy = load_text(
+        tmp_path, '[forward_auth]\ndialect = "nginx"\ntrusted = ["127.0.0.1"]\n' + base
+    )
     assert policy.forward_auth is not None
     assert policy.forward_auth.path == "/_edgeauth/auth"
     assert policy.forward_auth.trusts("127.0.0.1")
@@ -350,5 +352,7 @@ def test_forward_auth_section(tmp_path: Path) -> None:
     )
     locations = {e[0] for e in errors}
     assert {"forward_auth.dialect"} <= locations
-    errors = errors_of(tmp_path, '[forward_auth]\npath = "auth"\ndialect = "caddy"\ntrusted = ["x"]\n' + base)
+    errors = errors_of(
+        tmp_path, '[forward_auth]\npath = "auth"\ndialect = "caddy"\ntrusted = ["x"]\n' + base
+    )
     assert {"forward_auth.path", "forward_auth.trusted[0]"} <= {e[0] for e in errors}

@@ -129,7 +129,7 @@ class EdgeAuth:
             nonlocal started
             if message["type"] in ("http.response.start", "websocket.accept"):
                 started = True
-                if message["type"] == "http.response.start":
+                if message["type"] == "http.response.start" and self.engine.watches_upstream:
                     await self.engine.upstream_response(view, allow, message["status"])
                 if extra and message["type"] == "http.response.start":
                     message["headers"] = [

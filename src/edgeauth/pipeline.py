@@ -21,6 +21,7 @@ inside it becomes a 500 ``internal_error`` denial: the decision fails closed.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import secrets
 import time
@@ -52,20 +53,29 @@ _Refusal = tuple[Code, tuple[Header, ...]]
 
 
 def new_request_id() -> str:
+    """A random request id, for answers given outside an engine."""
     return secrets.token_hex(8)
+
+
+def request_ids() -> Callable[[], str]:
+    """Unique request ids: a random per-process prefix and a counter (no
+    system call per request)."""
+    prefix = secrets.token_hex(3)
+    counter = itertools.count(1)
+    return lambda: f"{prefix}{next(counter):010x}"  # 16 hex digits, like new_request_id
 
 
 class _Trace:
     """What the audit event needs to know, filled in as the decision goes."""
 
-    __slots__ = ("authenticator", "fingerprint", "key_id", "path", "reason", "rule", "subject")
+    __slots__ = ("authenticator", "credential", "key_id", "path", "reason", "rule", "subject")
 
     def __init__(self) -> None:
         self.path: str | None = None
         self.rule: str | None = None
         self.subject: str | None = None
         self.authenticator: str | None = None
-        self.fingerprint: str | None = None
+        self.credential: str | None = None  # only ever logged as a fingerprint
         self.key_id: str | None = None
         self.reason: str | None = None
 
@@ -83,12 +93,14 @@ class Engine:
         *,
         clock: Callable[[], float] = time.time,
         audit: AuditSink | None = None,
-        request_ids: Callable[[], str] = new_request_id,
+        request_ids: Callable[[], str] | None = None,
     ) -> None:
         self.policy = policy
         self._clock = clock
         self._audit = audit or LoggingAuditSink()
-        self._ids = request_ids
+        self._ids = request_ids or globals()["request_ids"]()
+        self.watches_upstream = bool(policy.upstream_401_rules)
+        """Whether :meth:`upstream_response` does anything for this policy."""
 
     async def evaluate(self, view: RequestView) -> Outcome:
         """Decide ``view``; never raises."""
@@ -127,7 +139,8 @@ class Engine:
         requested = view.header("access-control-request-method")
         preflight = view.method == "OPTIONS" and origin is not None and requested is not None
         method = requested.upper() if preflight and requested else view.method
-        rule = self.policy.rules.match(method, _host(view), path.decoded)
+        host = _host(view) if self.policy.rules.needs_host else ""
+        rule = self.policy.rules.match(method, host, path.decoded)
         if rule is None:
             if self.policy.default_allow:
                 return Allow(rid, "default", path.decoded, path.raw.encode())
@@ -145,10 +158,11 @@ class Engine:
         # The headers every later answer carries: CORS, then the RateLimit-* fields.
         extra = cors
         checked: list[RateDecision] = []
-        refusal = await self._limit(rule, "ip", _client_key(view), now, checked, trace)
-        if refusal is not None:
-            return self._refuse(refusal, rid, rule, page, view, path, cors)
-        extra = _rate_headers(cors, checked)
+        if rule.limits:
+            refusal = await self._limit(rule, "ip", view, now, checked, trace)
+            if refusal is not None:
+                return self._refuse(refusal, rid, rule, page, view, path, cors)
+            extra = _rate_headers(cors, checked)
         length = view.header("content-length")
         if (
             rule.max_body is not None
@@ -210,12 +224,15 @@ class Engine:
             refused = rule.require.check(identity)
             if refused is not None:
                 return self._deny(refused, rid, rule, page, view, path, extra)
-            refusal = await self._limit(rule, "subject", identity.subject, now, checked, trace)
-            if refusal is None and identity.credential_type == "api_key":
-                refusal = await self._limit(rule, "api_key", identity.key_id, now, checked, trace)
-            if refusal is not None:
-                return self._refuse(refusal, rid, rule, page, view, path, cors)
-            extra = _rate_headers(cors, checked)
+            if rule.limits:
+                refusal = await self._limit(rule, "subject", identity.subject, now, checked, trace)
+                if refusal is None and identity.credential_type == "api_key":
+                    refusal = await self._limit(
+                        rule, "api_key", identity.key_id, now, checked, trace
+                    )
+                if refusal is not None:
+                    return self._refuse(refusal, rid, rule, page, view, path, cors)
+                extra = _rate_headers(cors, checked)
             try:
                 upstream = self.policy.identity.build(identity)
             except InvalidCredentials as exc:
@@ -241,7 +258,7 @@ class Engine:
         self,
         rule: Rule,
         scope: Scope,
-        who: str | None,
+        who: str | RequestView | None,
         now: float,
         checked: list[RateDecision],
         trace: _Trace,
@@ -249,6 +266,8 @@ class Engine:
         """Check ``rule``'s limits per ``scope`` for ``who``; keys include the rule id,
         so rules never share counters."""
         limits = rule.limits_per(scope)
+        if isinstance(who, RequestView):
+            who = _client_key(who)  # computed only for rules that limit per ip
         if not limits or who is None:
             return None
         try:
@@ -337,11 +356,11 @@ class Engine:
                     continue
                 if not presented:
                     presented = True
-                    trace.fingerprint = fingerprint(credential)
+                    trace.credential = credential
                 trace.authenticator = authenticator.id
                 identity = await authenticator.authenticate(credential, now)
                 if identity is not None:
-                    trace.fingerprint = fingerprint(credential)
+                    trace.credential = credential
                     return identity, source
         return None, None
 
@@ -417,7 +436,7 @@ class Engine:
             "client": view.client,
             "authenticator": trace.authenticator,
             "key_id": trace.key_id,
-            "fingerprint": trace.fingerprint,
+            "fingerprint": fingerprint(trace.credential) if trace.credential else None,
         }
         try:
             self._audit.emit(event)

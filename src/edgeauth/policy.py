@@ -41,19 +41,25 @@ class Rule:
     max_body: int | None = None
     limits: tuple[Limit, ...] = ()
     count_upstream_401: bool = False
+    # Derived once here, read on every request.
+    sources: tuple[CredentialSource, ...] = field(init=False)
+    """Every place this rule's authenticators read, in order, without repeats."""
+    _per_scope: dict[str, tuple[Limit, ...]] = field(init=False, repr=False)
 
-    def limits_per(self, scope: Scope) -> tuple[Limit, ...]:
-        """This rule's limits keyed by ``scope``."""
-        return tuple(limit for limit in self.limits if limit.scope == scope)
-
-    @property
-    def sources(self) -> tuple[CredentialSource, ...]:
-        """Every place this rule's authenticators read, in order, without repeats."""
+    def __post_init__(self) -> None:
         seen: dict[CredentialSource, None] = {}
         for a in self.authenticators:
             for s in a.sources:
                 seen.setdefault(s, None)
-        return tuple(seen)
+        object.__setattr__(self, "sources", tuple(seen))
+        per_scope: dict[str, tuple[Limit, ...]] = {}
+        for limit in self.limits:
+            per_scope[limit.scope] = (*per_scope.get(limit.scope, ()), limit)
+        object.__setattr__(self, "_per_scope", per_scope)
+
+    def limits_per(self, scope: Scope) -> tuple[Limit, ...]:
+        """This rule's limits keyed by ``scope``."""
+        return self._per_scope.get(scope, ())
 
 
 @dataclass(frozen=True, slots=True)

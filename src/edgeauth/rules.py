@@ -114,6 +114,8 @@ class RuleSet(Generic[T]):
             for i, m in enumerate(self._matchers)
         ]
         self._combined = re.compile("|".join(alternatives)) if alternatives else None
+        self.needs_host = any(m.hosts is not None for m in self._matchers)
+        """Whether any rule looks at the host (else callers may pass '')."""
 
     def __len__(self) -> int:
         return len(self._matchers)
