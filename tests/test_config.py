@@ -356,3 +356,30 @@ def test_forward_auth_section(tmp_path: Path) -> None:
         tmp_path, '[forward_auth]\npath = "auth"\ndialect = "caddy"\ntrusted = ["x"]\n' + base
     )
     assert {"forward_auth.path", "forward_auth.trusted[0]"} <= {e[0] for e in errors}
+
+
+def test_missing_env_variable_draws_no_misleading_follow_up_errors(tmp_path: Path) -> None:
+    """An unset ${VAR} secret is reported once, not also as 'no key configured'."""
+    text = (
+        JWT.replace(SECRET, "${SESSION_SECRET}")
+        + '[[rules]]\nmatch = "/**"\nauthenticate = ["session"]\n'
+    )
+    assert [e[0] for e in errors_of(tmp_path, text)] == ["authenticators.session.secret"]
+
+
+def test_none_algorithm_is_not_called_a_mix(tmp_path: Path) -> None:
+    """algorithms = ["HS256", "none"] is one unsupported algorithm, not a family mix."""
+    text = (
+        JWT.replace('["HS256"]', '["HS256", "none"]')
+        + '[[rules]]\nmatch = "/**"\nauthenticate = ["session"]\n'
+    )
+    errors = errors_of(tmp_path, text)
+    assert [e[0] for e in errors] == ["authenticators.session.algorithms[1]"]
+
+
+def test_strip_list_reserved_name_message(tmp_path: Path) -> None:
+    """A reserved name in [identity] strip says it cannot be stripped."""
+    errors = errors_of(
+        tmp_path, '[identity]\nstrip = ["Cookie"]\n\n[[rules]]\nmatch = "/**"\npublic = true\n'
+    )
+    assert errors[0][2] == "'Cookie' is reserved: it cannot be stripped"

@@ -7,12 +7,12 @@ from typing import Annotated
 
 import httpx
 import pytest
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
 
 from edgeauth import EdgeAuth, Identity, load_policy
 from edgeauth.fastapi import current_identity, optional_identity
 
-from .helpers import SEED_POLICY, session_token, write_policy
+from .helpers import SEED_POLICY, RecordingAudit, session_token, write_policy
 
 POLICY = SEED_POLICY.replace(
     'match = ["/", "/login", "/public/**"]\npublic = true',
@@ -76,3 +76,42 @@ async def test_optional_identity(client: httpx.AsyncClient) -> None:
     assert (await client.get("/public/maybe")).json() == {"subject": None}
     r = await client.get("/public/maybe", headers={"cookie": f"session={session_token('bob')}"})
     assert r.json() == {"subject": "bob"}
+
+
+def login_app() -> FastAPI:
+    api = FastAPI()
+
+    @api.post("/api/login")
+    async def login(request: Request) -> dict[str, int]:
+        return {"length": len(await request.body())}
+
+    return api
+
+
+@pytest.mark.parametrize("style", ["wrapped", "add_middleware"])
+async def test_streamed_body_over_max_body_is_413_json_even_when_wrapping_fastapi(
+    tmp_path: Path, style: str
+) -> None:
+    """A body without Content-Length crossing max_body is 413 JSON and audited, however EdgeAuth is added."""
+    audit = RecordingAudit()
+    text = POLICY.replace('methods = ["POST"]', 'methods = ["POST"]\nmax_body = 10')
+    policy = load_policy(write_policy(tmp_path, text))
+    api = login_app()
+    if style == "wrapped":
+        app: object = EdgeAuth(api, policy=policy, audit=audit)
+    else:
+        api.add_middleware(EdgeAuth, policy=policy, audit=audit)
+        app = api
+
+    async def chunks():  # type: ignore[no-untyped-def]
+        for _ in range(5):
+            yield b"0123456789"
+
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url="http://app.test") as c:
+        r = await c.post("/api/login", content=chunks())
+        assert r.status_code == 413
+        assert r.json()["code"] == "payload_too_large"
+        assert audit.events[-1]["code"] == "payload_too_large"
+        r = await c.post("/api/login", content=b"short")
+        assert r.json() == {"length": 5}

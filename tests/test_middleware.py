@@ -713,3 +713,111 @@ async def test_lifespan_shutdown_closes_the_policy(
         "lifespan.startup.complete after []",
         "lifespan.shutdown.complete after ['policy']",
     ]
+
+
+# Review findings: ambiguity and spelling tricks ------------------------------
+
+HOSTS_POLICY = (
+    '[[rules]]\nid = "internal"\nmatch = "/internal/**"\nhosts = ["admin.example.com"]\n'
+    'authenticate = ["s"]\n\n[[rules]]\nid = "open"\nmatch = "/internal/**"\npublic = true\n\n'
+    '[authenticators.s]\ntype = "jwt"\nfrom = "cookie:session"\nalgorithms = ["HS256"]\n'
+    f'secret = "{SECRET}"\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("hosts", "status"),
+    [
+        (["admin.example.com"], 401),
+        (["admin.example.com."], 401),
+        (["ADMIN.example.com.:443"], 401),
+        (["admin.example.com\x00"], 400),
+        (["admin.example.com/x"], 400),
+        (["evil.example", "admin.example.com"], 400),
+        (["other.example.com"], 200),
+    ],
+)
+async def test_host_tricks_cannot_skip_a_hosts_rule(
+    tmp_path: Path, hosts: list[str], status: int
+) -> None:
+    """A trailing dot, a malformed or a repeated Host never skips a host-bound rule."""
+    app = guarded(tmp_path, HOSTS_POLICY)
+    r = await call(app, raw_path=b"/internal/x", headers=[("host", h) for h in hosts])
+    assert r.status == status
+
+
+async def test_repeated_origin_is_400(app: EdgeAuth) -> None:
+    """Two Origin headers are ambiguous (the CSRF check must not pick the friendly one)."""
+    r = await call(
+        app,
+        method="POST",
+        raw_path=b"/api/protected/x",
+        headers=[
+            ("host", "app.test"),
+            ("origin", "http://app.test"),
+            ("origin", "https://evil.example"),
+            cookie(),
+        ],
+    )
+    assert r.status == 400
+
+
+async def test_percent_in_identity_values_is_encoded(app: EdgeAuth) -> None:
+    """'%' is encoded too, so two different subjects never give the same header."""
+    one = await call(app, raw_path=b"/api/protected/x", headers=[cookie(session_token("alié"))])
+    two = await call(
+        app, raw_path=b"/api/protected/x", headers=[cookie(session_token("ali%C3%A9"))]
+    )
+    assert seen_headers(one.json())["x-user-id"] == ["ali%C3%A9"]
+    assert seen_headers(two.json())["x-user-id"] == ["ali%25C3%25A9"]
+
+
+async def test_c1_control_in_identity_is_401(app: EdgeAuth) -> None:
+    """C1 controls (U+0080-U+009F) count as control characters."""
+    r = await call(app, raw_path=b"/api/protected/x", headers=[cookie(session_token("ali\x85ce"))])
+    assert r.status == 401
+
+
+async def test_underscore_forwarded_headers_from_untrusted_peers_are_removed(app: EdgeAuth) -> None:
+    """X_Forwarded_Host and friends are removed like X-Forwarded-Host."""
+    r = await call(
+        app,
+        raw_path=b"/public/x",
+        headers=[
+            ("X_Forwarded_Host", "evil.example"),
+            ("x_forwarded_for", "6.6.6.6"),
+            ("X_Forwarded_Proto", "https"),
+        ],
+    )
+    names = {n.replace("_", "-") for n in seen_headers(r.json())}
+    assert not names & {"x-forwarded-host", "x-forwarded-for", "x-forwarded-proto"}
+
+
+async def test_api_key_in_both_places_is_withheld_from_both(app: EdgeAuth) -> None:
+    """forward_credential = false removes every copy of the key, not only the one used."""
+    r = await call(
+        app,
+        raw_path=b"/api/v1/x",
+        headers=[("authorization", f"Bearer {API_KEY}"), ("x-api-key", API_KEY)],
+    )
+    assert r.status == 200
+    seen = seen_headers(r.json())
+    assert "authorization" not in seen
+    assert "x-api-key" not in seen
+
+
+async def test_audit_status_is_what_the_client_got(tmp_path: Path) -> None:
+    """A page redirect is audited as 302/303; a refused preflight says so."""
+    audit = RecordingAudit()
+    app = guarded(tmp_path, audit=audit)
+    await call(app, raw_path=b"/dashboard")
+    assert audit.events[-1]["status"] == 302
+    await call(app, method="POST", raw_path=b"/dashboard")
+    assert audit.events[-1]["status"] == 303
+    r = await call(
+        app,
+        method="OPTIONS",
+        raw_path=b"/api/v1/x",
+        headers=[("origin", "https://evil.example"), ("access-control-request-method", "GET")],
+    )
+    assert r.json()["error"] == "CORS preflight refused"

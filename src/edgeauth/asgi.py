@@ -43,7 +43,11 @@ def view_from_scope(scope: Scope, policy: Policy) -> tuple[RequestView, list[tup
     peer = client[0] if client else None
     trusted = policy.trusts(peer)
     if not trusted:
-        headers = [(n, v) for n, v in headers if n.lower() not in FORWARDING_HEADERS]
+        # Every spelling: frameworks that read a CGI-style environ take
+        # X_Forwarded_Host for X-Forwarded-Host.
+        headers = [
+            (n, v) for n, v in headers if n.lower().replace(b"_", b"-") not in FORWARDING_HEADERS
+        ]
     mapped = header_map(headers)
     scheme = "https" if scope.get("scheme") in ("https", "wss") else "http"
     if trusted:

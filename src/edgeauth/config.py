@@ -224,8 +224,15 @@ class _Builder:
         self.lines = lines
         self.environ = environ
         self.issues: list[ConfigIssue] = []
+        self._unset: list[Loc] = []
+        self.attempts = 0  # problems found, reported or not
 
     def issue(self, loc: Loc, message: str) -> None:
+        # A value left empty by a missing ${VAR} would draw more, misleading
+        # errors from the same table: report only the missing variable.
+        self.attempts += 1
+        if any(_related(loc, failed) for failed in self._unset):
+            return
         self.issues.append(ConfigIssue(_dotted(loc), message, self.lines.find(loc)))
 
     def fail(self) -> ConfigError:
@@ -325,6 +332,7 @@ class _Builder:
         found = self.environ.get(var)
         if found is None:
             self.issue(loc, f"environment variable {var} is not set")
+            self._unset.append(loc)
             return ""
         return found
 
@@ -469,7 +477,7 @@ class _Builder:
             fields.append(field)
         for i, name in enumerate(ident.strip):
             try:
-                validate_header_name(name)
+                validate_header_name(name, "be stripped")
             except ValueError as exc:
                 self.issue(("identity", "strip", i), str(exc))
         return IdentityHeaders(fields, ident.strip)
@@ -523,7 +531,7 @@ class _Builder:
         self, aid: str, m: _Jwt, sources: tuple[CredentialSource, ...], cache: TokenCache | None
     ) -> Authenticator | None:
         loc: Loc = ("authenticators", aid)
-        before = len(self.issues)
+        before = self.attempts
         algorithms = list(dict.fromkeys(m.algorithms))
         for i, alg in enumerate(algorithms):
             if alg not in HMAC_ALGORITHMS | ASYMMETRIC_ALGORITHMS:
@@ -533,7 +541,7 @@ class _Builder:
                     f"unsupported algorithm {alg!r}; expected one of {known}",
                 )
         hmac = {a for a in algorithms if a in HMAC_ALGORITHMS}
-        if hmac and len(hmac) != len(algorithms):
+        if hmac and any(a in ASYMMETRIC_ALGORITHMS for a in algorithms):
             self.issue(
                 (*loc, "algorithms"), "HMAC (HS*) and public-key algorithms may not be mixed"
             )
@@ -558,7 +566,7 @@ class _Builder:
                 self.issue((*loc, key), f"required with {key_sources[0]} (or set {waiver} = true)")
         if m.jwks_ttl_min > m.jwks_ttl_max:
             self.issue((*loc, "jwks_ttl_min"), "must not exceed jwks_ttl_max")
-        if len(self.issues) > before:
+        if self.attempts > before:
             return None
         keys = self._keys(m, key_sources[0], algorithms, loc)
         if keys is None:
@@ -619,7 +627,7 @@ class _Builder:
         self, index: int, r: _Rule, authenticators: Mapping[str, Authenticator], declared: set[str]
     ) -> Matcher[Rule] | None:
         loc: Loc = ("rules", index)
-        before = len(self.issues)
+        before = self.attempts
         patterns = [r.match] if isinstance(r.match, str) else r.match
         if not patterns:
             self.issue((*loc, "match"), "expected at least one path pattern")
@@ -666,7 +674,7 @@ class _Builder:
         if r.id is not None and not _ID.fullmatch(r.id):
             self.issue((*loc, "id"), "a rule id is letters, digits, '-', '_' or '.'")
         limits = self._limits(r, chain, loc)
-        if len(self.issues) > before:
+        if self.attempts > before:
             return None
         req = r.require or _Require()
         rule = Rule(
@@ -712,6 +720,12 @@ class _Builder:
 
     def _path(self, value: str) -> str:
         return str(self.base / value)
+
+
+def _related(loc: Loc, failed: Loc) -> bool:
+    """Is ``loc`` the table holding ``failed``, or inside that table?"""
+    table = failed[:-1]
+    return loc[: len(table)] == table if len(loc) >= len(table) else failed[: len(loc)] == loc
 
 
 def _claim_ref(value: str | list[str] | None) -> str | tuple[str, ...] | None:

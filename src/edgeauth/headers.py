@@ -62,7 +62,8 @@ HOP_BY_HOP = frozenset(
 )
 RESERVED = frozenset({"authorization", "cookie", "host", "content-length", *HOP_BY_HOP})
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1
+_PRINTABLE_BUT_PERCENT = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 §5.6.2
 
 
@@ -80,13 +81,13 @@ def header_map(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, tuple[str, ...]]
     return out
 
 
-def validate_header_name(name: str) -> str:
+def validate_header_name(name: str, purpose: str = "carry identity") -> str:
     """Normalize a configured header name; ValueError saying what was expected."""
     if not _TOKEN.fullmatch(name):
         raise ValueError(f"expected a header name (letters, digits, '-'), got {name!r}")
     lowered = name.lower()
     if lowered in RESERVED:
-        raise ValueError(f"{name!r} is reserved and cannot carry identity")
+        raise ValueError(f"{name!r} is reserved: it cannot {purpose}")
     return lowered
 
 
@@ -135,11 +136,12 @@ class HeaderField:
 def _safe(value: str) -> str:
     if _CONTROL.search(value):
         raise InvalidCredentials("identity value holds a control character")
-    if value.isascii():
+    if value.isascii() and "%" not in value:
         return value
     # Non-ASCII is percent-encoded as UTF-8 (RFC 9110 §5.5: field values are
-    # ASCII in practice); '%' itself is encoded too so decoding is unambiguous.
-    return quote(value, safe="".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%"))
+    # ASCII in practice), and so is '%' itself, so that decoding is unambiguous:
+    # the subjects "alié" and "ali%C3%A9" must not become the same header.
+    return quote(value, safe=_PRINTABLE_BUT_PERCENT)
 
 
 def _join(items: Sequence[str], separator: str) -> str:

@@ -42,10 +42,6 @@ class IdentityRequired(Exception):
     identity and the request has none; answered with edgeauth's 401 JSON."""
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
 class EdgeAuth:
     """Guard an ASGI app with a policy.
 
@@ -122,58 +118,61 @@ class EdgeAuth:
         inner["headers"] = headers
         inner["edgeauth"] = allow.identity
         inner["edgeauth.request_id"] = allow.request_id
-        started = False
+        started = responded = False
         extra = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in allow.response_headers]
 
         async def send_wrapper(message: Message) -> None:
             nonlocal started
+            if responded:
+                return  # edgeauth answered already (body over max_body)
             if message["type"] in ("http.response.start", "websocket.accept"):
                 started = True
                 if message["type"] == "http.response.start" and self.engine.watches_upstream:
                     await self.engine.upstream_response(view, allow, message["status"])
                 if extra and message["type"] == "http.response.start":
-                    message["headers"] = [
-                        *(
-                            h
-                            for h in message.get("headers", ())
-                            if not h[0].lower().startswith(b"access-control-")
-                        ),
-                        *extra,
-                    ]
+                    kept = message.get("headers", ())
+                    if allow.cors:  # the rule's CORS answer replaces the app's
+                        kept = [h for h in kept if not h[0].lower().startswith(b"access-control-")]
+                    message["headers"] = [*kept, *extra]
             await send(message)
 
-        app_receive = receive if allow.max_body is None else _limited(receive, allow.max_body)
+        app_receive = receive
+        if allow.max_body is not None:
+            limit, seen = allow.max_body, 0
+
+            async def app_receive() -> Message:
+                nonlocal seen, responded
+                if responded:
+                    return {"type": "http.disconnect"}
+                message = await receive()
+                if message["type"] == "http.request":
+                    seen += len(message.get("body", b""))
+                    if seen > limit:
+                        # Answered here rather than raised: an exception would
+                        # become the app framework's own 500.
+                        if not started:
+                            denial = Denial(
+                                allow.request_id,
+                                Code.PAYLOAD_TOO_LARGE,
+                                allow.rule_id,
+                                headers=allow.response_headers,
+                            )
+                            self.engine.report(view, denial, "streamed body over max_body")
+                            await send_rendered(scope, send, render_denial(denial, view.method))
+                        responded = True
+                        return {"type": "http.disconnect"}
+                return message
+
         try:
             await self.app(inner, app_receive, send_wrapper)
         except IdentityRequired:
             if started:
                 raise
             await send_rendered(scope, send, _identity_required(allow.request_id))
-        except _BodyTooLarge:
-            if started:
+        except Exception:
+            if not responded:
                 raise
-            await send_rendered(
-                scope,
-                send,
-                render_denial(
-                    Denial(allow.request_id, Code.PAYLOAD_TOO_LARGE, allow.rule_id), "POST"
-                ),
-            )
-
-
-def _limited(receive: Receive, limit: int) -> Receive:
-    seen = 0
-
-    async def wrapped() -> Message:
-        nonlocal seen
-        message = await receive()
-        if message["type"] == "http.request":
-            seen += len(message.get("body", b""))
-            if seen > limit:
-                raise _BodyTooLarge
-        return message
-
-    return wrapped
+            # The app failed on the disconnect it was handed after the 413.
 
 
 def _identity_required(request_id: str) -> Rendered:

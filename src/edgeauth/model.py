@@ -170,6 +170,8 @@ class Allow:
     withheld: tuple[str, ...] = ()
     response_headers: tuple[Header, ...] = ()
     max_body: int | None = None
+    cors: bool = False
+    """The rule has CORS: ``Access-Control-*`` from the app are replaced."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -21,8 +21,10 @@ inside it becomes a 500 ``internal_error`` denial: the decision fails closed.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -44,6 +46,10 @@ log = logging.getLogger("edgeauth")
 
 _REALM = 'Bearer realm="edgeauth"'
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+# Headers whose repetition makes a request ambiguous (RFC 9110 §5.3: a field
+# that is not a list must not be repeated; servers disagree on which one wins).
+_SINGLE = ("host", "origin")
+_PREFLIGHT_REFUSED = "CORS preflight refused"
 _LOGIN_CODES = frozenset({Code.MISSING_CREDENTIALS, Code.INVALID_TOKEN, Code.REVOKED})
 _FAILED_AUTH = frozenset({Code.INVALID_TOKEN, Code.REVOKED})
 _STORE_DOWN = "Temporarily unavailable"
@@ -119,6 +125,16 @@ class Engine:
             self._emit(view, outcome, trace)
         return outcome
 
+    def report(self, view: RequestView, denial: Denial, reason: str | None = None) -> None:
+        """Audit a denial a front-end made itself after the decision (a streamed
+        body over ``max_body``, a refused gateway), like the engine's own."""
+        trace = _Trace()
+        trace.rule = denial.rule_id
+        trace.reason = reason
+        with contextlib.suppress(BadRequest):
+            trace.path = canonicalize(view.raw_path).raw
+        self._emit(view, denial, trace)
+
     async def upstream_response(self, view: RequestView, allow: Allow, status: int) -> None:
         """Tell the engine the status the app answered an allowed request with.
 
@@ -135,11 +151,19 @@ class Engine:
             trace.reason = str(exc)
             return Denial(rid, Code.BAD_REQUEST)
         trace.path = path.raw
+        for name in _SINGLE:
+            if len(view.headers.get(name, ())) > 1:
+                trace.reason = f"more than one {name} header"
+                return Denial(rid, Code.BAD_REQUEST)
         origin = view.header("origin")
         requested = view.header("access-control-request-method")
         preflight = view.method == "OPTIONS" and origin is not None and requested is not None
         method = requested.upper() if preflight and requested else view.method
-        host = _host(view) if self.policy.rules.needs_host else ""
+        try:
+            host = _host(view) if self.policy.rules.needs_host else ""
+        except BadRequest as exc:
+            trace.reason = str(exc)
+            return Denial(rid, Code.BAD_REQUEST)
         rule = self.policy.rules.match(method, host, path.decoded)
         if rule is None:
             if self.policy.default_allow:
@@ -151,7 +175,7 @@ class Engine:
             grant = rule.cors.preflight(origin, method)
             if grant is None:
                 trace.reason = "preflight refused"
-                return Denial(rid, Code.FORBIDDEN, rule_id=rule.id)
+                return Denial(rid, Code.FORBIDDEN, rule_id=rule.id, message=_PREFLIGHT_REFUSED)
             return Preflight(rid, rule.id, grant)
         page = _is_page(rule.kind, view)
         now = self._clock()
@@ -241,7 +265,10 @@ class Engine:
                 )
             authenticator = self.policy.authenticators[identity.authenticator]
             if not authenticator.forward_credential:
-                withheld = (source.place,)
+                # Every place that carries this very credential (Bearer and
+                # X-API-Key may both hold the same key).
+                used = credentials[source]
+                withheld = tuple(s.place for s, value in credentials.items() if value == used)
         return Allow(
             rid,
             rule.id,
@@ -252,6 +279,7 @@ class Engine:
             withheld=withheld,
             response_headers=extra,
             max_body=rule.max_body,
+            cors=rule.cors is not None,
         )
 
     async def _limit(
@@ -420,6 +448,8 @@ class Engine:
     def _emit(self, view: RequestView, outcome: Outcome, trace: _Trace) -> None:
         if isinstance(outcome, Denial):
             status, code, result = outcome.status, outcome.code.value, "deny"
+            if outcome.page and outcome.location is not None:
+                status = 302 if view.method in ("GET", "HEAD") else 303  # what the client got
         else:
             status, code, result = (204 if isinstance(outcome, Preflight) else 200), None, "allow"
         event: dict[str, Any] = {
@@ -525,11 +555,24 @@ def _cookies(headers: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
+_HOST = re.compile(r"(?:[a-z0-9-]+(?:\.[a-z0-9-]+)*\.?|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?")
+
+
 def _host(view: RequestView) -> str:
+    """The request's host name, lower-case, without port or trailing dot.
+
+    A Host that is not a host name is refused rather than matched as a string:
+    ``admin.example.com.`` must not slip past a rule for ``admin.example.com``.
+    """
     host = (view.header("host") or "").strip().lower()
+    if not host:
+        return ""
+    if not _HOST.fullmatch(host):
+        raise BadRequest("malformed Host header")
     if host.startswith("["):
         return host.partition("]")[0] + "]"
-    return host.rpartition(":")[0] if ":" in host else host
+    name = host.rpartition(":")[0] if ":" in host else host
+    return name.rstrip(".")
 
 
 def _is_page(kind: Kind, view: RequestView) -> bool:
