@@ -7,8 +7,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import quote
 
-from .forwarded import FORWARDING_HEADERS, client_address
-from .headers import header_map
+from .forwarded import client_address
 from .model import RequestView
 from .policy import Policy
 from .responses import Rendered
@@ -38,17 +37,24 @@ def view_from_scope(scope: Scope, policy: Policy) -> tuple[RequestView, list[tup
     Identity headers are removed in every spelling; ``X-Forwarded-*`` and
     ``Forwarded`` are removed unless the peer is a trusted proxy.
     """
-    headers = policy.identity.strip(scope["headers"])
     client = scope.get("client")
     peer = client[0] if client else None
     trusted = policy.trusts(peer)
-    if not trusted:
-        # Every spelling: frameworks that read a CGI-style environ take
-        # X_Forwarded_Host for X-Forwarded-Host.
-        headers = [
-            (n, v) for n, v in headers if n.lower().replace(b"_", b"-") not in FORWARDING_HEADERS
-        ]
-    mapped = header_map(headers)
+    # One pass: drop identity headers in every spelling (and, from untrusted
+    # peers, X-Forwarded-* and Forwarded, which frameworks reading a CGI-style
+    # environ also take in their X_Forwarded_Host spelling), and index the rest.
+    drop = policy.identity.stripped_bytes if trusted else policy.identity.stripped_untrusted
+    headers: list[tuple[bytes, bytes]] = []
+    mapped: dict[str, tuple[str, ...]] = {}
+    for name, value in scope["headers"]:
+        key = name.lower()
+        if (key.replace(b"_", b"-") if b"_" in key else key) in drop:
+            continue
+        headers.append((name, value))
+        text_key = key.decode("latin-1")
+        previous = mapped.get(text_key)
+        text = value.decode("latin-1")
+        mapped[text_key] = (text,) if previous is None else (*previous, text)
     scheme = "https" if scope.get("scheme") in ("https", "wss") else "http"
     if trusted:
         proto = mapped.get("x-forwarded-proto")

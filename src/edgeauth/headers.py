@@ -17,6 +17,7 @@ from typing import Literal
 from urllib.parse import quote
 
 from .errors import InvalidCredentials
+from .forwarded import FORWARDING_HEADERS
 from .model import Header, Identity
 
 __all__ = [
@@ -62,6 +63,7 @@ HOP_BY_HOP = frozenset(
 )
 RESERVED = frozenset({"authorization", "cookie", "host", "content-length", *HOP_BY_HOP})
 
+_MEMO_SIZE = 4096
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1
 _PRINTABLE_BUT_PERCENT = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 §5.6.2
@@ -169,11 +171,15 @@ class IdentityHeaders:
                 *(normalize_name(n) for n in extra_strip),
             }
         )
-        self._stripped_bytes = frozenset(n.encode("latin-1") for n in self.stripped)
+        self.stripped_bytes = frozenset(n.encode("latin-1") for n in self.stripped)
+        """The stripped names as ASGI header names (lower case, '-' spelling)."""
+        self.stripped_untrusted = self.stripped_bytes | FORWARDING_HEADERS
+        """Also X-Forwarded-* and Forwarded: what untrusted peers may not send."""
+        self._built: dict[tuple[int, bool], tuple[Identity, tuple[Header, ...]]] = {}
 
     def strip(self, raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         """ASGI header pairs without any spelling of a stripped name."""
-        names = self._stripped_bytes
+        names = self.stripped_bytes
         return [(n, v) for n, v in raw if n.lower().replace(b"_", b"-") not in names]
 
     def build(
@@ -182,5 +188,16 @@ class IdentityHeaders:
         """The configured headers that have a value for ``identity``; with
         ``include_empty`` every configured header, empty where there is no value
         (so a gateway copying them overwrites any client copy)."""
+        # Identities come back from the verified-token cache as the same object:
+        # their headers are built once (bounded memo, checked by identity).
+        key = (id(identity), include_empty)
+        memo = self._built.get(key)
+        if memo is not None and memo[0] is identity:
+            return memo[1]
         pairs = ((f.name, f.value(identity)) for f in self.fields)
-        return tuple(p for p in pairs if include_empty or p[1])
+        result = tuple(p for p in pairs if include_empty or p[1])
+        if identity is not None:
+            if len(self._built) >= _MEMO_SIZE:
+                self._built.clear()
+            self._built[key] = (identity, result)
+        return result

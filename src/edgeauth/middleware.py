@@ -163,8 +163,11 @@ class EdgeAuth:
                         return {"type": "http.disconnect"}
                 return message
 
+        # The wrapper is only needed when it has work to do (the common
+        # allowed request with no CORS, limits or body limit skips it).
+        wrap = bool(extra) or self.engine.watches_upstream or allow.max_body is not None
         try:
-            await self.app(inner, app_receive, send_wrapper)
+            await self.app(inner, app_receive, send_wrapper if wrap else send)
         except IdentityRequired:
             if started:
                 raise
