@@ -1,4 +1,4 @@
-"""The ``edgeauth`` command: check a policy, make API keys, run the demo."""
+"""The ``edgeauth`` command: check a policy, make API keys, serve, run the demo."""
 
 from __future__ import annotations
 
@@ -96,13 +96,50 @@ if click is not None:
         click.echo(entry)
 
     @cli.command()
+    @click.option(
+        "--config",
+        "config",
+        required=True,
+        type=click.Path(dir_okay=False),
+        help="The policy file, with its [server] section.",
+    )
+    @click.option(
+        "--workers",
+        default=None,
+        type=click.IntRange(1, 64),
+        help="Worker processes (default: [server] workers).",
+    )
+    def serve(config: str, workers: int | None) -> None:
+        """Run the reverse proxy (and forward-auth endpoint) of a policy until SIGTERM."""
+        from .server import serve as run_server
+
+        try:
+            run_server(config, workers=workers)
+        except ConfigError as exc:
+            click.echo(str(exc), err=True)
+            sys.exit(1)
+
+    @cli.command()
     @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-    @click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
-    def demo(host: str, port: int) -> None:
+    @click.option(
+        "--port",
+        default=8080,
+        show_default=True,
+        type=click.IntRange(0, 65535),
+        help="Port to listen on; 0 picks a free one.",
+    )
+    @click.option(
+        "--cors-origin",
+        "cors_origins",
+        multiple=True,
+        help="Origin allowed to call /api/protected/** with credentials "
+        "(repeatable; default http://127.0.0.1:PORT+1).",
+    )
+    def demo(host: str, port: int, cors_origins: tuple[str, ...]) -> None:
         """Run the example app behind edgeauth, with demo users and keys."""
         from .demo.runner import run_demo
 
-        run_demo(host=host, port=port)
+        run_demo(host=host, port=port, cors_origins=cors_origins or None)
 
 
 def _split(text: str) -> list[str]:

@@ -1,0 +1,407 @@
+"""``edgeauth serve``: the proxy and the forward-auth endpoint on embedded uvicorn.
+
+The server is uvicorn with uvloop, the httptools parser and the websockets
+sans-I/O protocol, with one addition: :class:`EdgeHttpProtocol`, a subclass of
+uvicorn's httptools protocol that enforces what uvicorn leaves open (see
+docs/proxy.md, "Why this server"):
+
+- a request head larger than ``max_head_bytes``, or with more than
+  ``max_headers`` fields, gets 431 ``headers_too_large`` and a closed
+  connection (uvicorn has no such limit with httptools);
+- a request head that does not arrive within ``head_timeout`` (slow clients,
+  idle new connections) closes the connection (uvicorn times out only idle
+  keep-alive connections);
+- malformed or ambiguous framing gets 400 ``bad_request`` JSON and a closed
+  connection. llhttp (httptools) refuses Content-Length with
+  Transfer-Encoding, repeated Content-Length, obsolete line folding and bare
+  LF line ends, which h11 accepts in part; this class adds a missing or
+  repeated ``Host`` (RFC 9112 §3.2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import functools
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import uvicorn
+import uvicorn.config
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.supervisors.multiprocess import Multiprocess
+
+from .asgi import ASGIApp, Message, Receive, Scope, Send, raw_path, send_rendered
+from .config import load_policy
+from .errors import ConfigError, ConfigIssue
+from .model import Code, Denial
+from .pipeline import Engine, new_request_id
+from .policy import Policy
+from .proxy import Proxy
+from .responses import render_denial
+
+__all__ = ["EdgeHttpProtocol", "EdgeServer", "HeadLimits", "parse_listen", "serve"]
+
+log = logging.getLogger("edgeauth.server")
+
+GRACEFUL_TIMEOUT = 30
+
+
+@dataclass(frozen=True, slots=True)
+class HeadLimits:
+    """Limits on the request head, from ``[server]``."""
+
+    max_head_bytes: int = 16 * 1024
+    max_headers: int = 100
+    head_timeout: float = 10.0
+
+
+class _Config(uvicorn.Config):
+    """uvicorn's config plus the head limits (picklable, for worker processes)."""
+
+    def __init__(self, app: Any, *, limits: HeadLimits, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.limits = limits
+
+
+class _HeadTooLarge(Exception):
+    pass
+
+
+class _BadHost(Exception):
+    pass
+
+
+class EdgeHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with head size, header count and head time limits."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        config = self.config
+        self.limits = config.limits if isinstance(config, _Config) else HeadLimits()
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._in_head = True
+        self._pending = 0  # bytes received while the head is incomplete
+        self._head_bytes = 0  # exact size of the parsed head so far
+        self._header_count = 0
+        self._too_large = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.transport.is_closing():
+            return
+        if self._in_head:
+            self._pending += len(data)
+        super().data_received(data)
+        # A head still incomplete after this many bytes is too large, whatever
+        # the parser buffers internally (one header can arrive in many reads).
+        too_large = self._in_head and self._pending > self.limits.max_head_bytes
+        if too_large and not self.transport.is_closing():
+            self._too_large = True
+            self.send_400_response("request head too large")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_bytes = 0
+        self._header_count = 0
+        if self._head_timer is None:
+            self._arm_head_timer()
+
+    def on_url(self, url: bytes) -> None:
+        self._count(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        if self._header_count > self.limits.max_headers:
+            self._too_large = True
+            raise _HeadTooLarge
+        self._count(len(name) + len(value) + 4)  # ": " and CRLF
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._cancel_head_timer()
+        self._in_head = False
+        self._pending = 0
+        # RFC 9112 §3.2: a request without Host (HTTP/1.1) or with more than one
+        # must be answered with 400; rules match on Host and the upstream gets it.
+        hosts = sum(1 for name, _ in self.headers if name == b"host")
+        if hosts > 1 or (hosts == 0 and self.parser.get_http_version() == "1.1"):
+            raise _BadHost  # httptools turns it into a parser error: 400 below
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_head = True
+        self._pending = 0
+
+    def send_400_response(self, msg: str) -> None:
+        """Answer a request the parser refused, as JSON, and close the connection."""
+        code = Code.HEADERS_TOO_LARGE if self._too_large else Code.BAD_REQUEST
+        status, headers, body = render_denial(Denial(new_request_id(), code), "GET")
+        content = [STATUS_LINE[status]]
+        for name, value in [
+            *headers,
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]:
+            content.extend([name, b": ", value, b"\r\n"])
+        content.extend([b"\r\n", body])
+        self.transport.write(b"".join(content))
+        self.transport.close()
+
+    def _count(self, size: int) -> None:
+        self._head_bytes += size
+        if self._head_bytes > self.limits.max_head_bytes:
+            self._too_large = True
+            raise _HeadTooLarge  # httptools turns it into a parser error: 431 above
+
+    def _arm_head_timer(self) -> None:
+        self._cancel_head_timer()
+        self._head_timer = self.loop.call_later(self.limits.head_timeout, self._head_timed_out)
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.cycle is not None and not self.cycle.response_complete:
+            # A pipelined head waits while reading is paused for the current
+            # response: not the client's slowness.
+            self._arm_head_timer()
+            return
+        if not self.transport.is_closing():
+            self.transport.close()
+
+
+class EdgeServer:
+    """The ASGI app that ``edgeauth serve`` runs.
+
+    Requests to ``[forward_auth] path`` go to the forward-auth endpoint (when
+    configured); everything else goes to the proxy, or is 404 ``not_found``
+    JSON when there is no ``[server] upstream``.
+
+    >>> app = EdgeServer(load_policy("edgeauth.toml"))     # doctest: +SKIP
+    """
+
+    def __init__(self, policy: Policy, *, engine: Engine | None = None) -> None:
+        self.policy = policy
+        self.engine = engine or Engine(policy)
+        self.proxy = Proxy(policy, self.engine) if policy.server.upstream else None
+        self.forward_auth: ASGIApp | None = None
+        self._forward_auth_path = b""
+        self._forward_auth_prefix: bytes | None = None
+        if policy.forward_auth is not None:
+            self.forward_auth = _forward_auth_app(policy, self.engine)
+            self._forward_auth_path = policy.forward_auth.path.encode()
+            if policy.forward_auth.dialect == "envoy":
+                # Envoy's ext_authz appends the original path to the prefix.
+                self._forward_auth_prefix = self._forward_auth_path.rstrip(b"/") + b"/"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] not in ("http", "websocket"):
+            return
+        if self.forward_auth is not None and self._is_forward_auth(raw_path(scope)):
+            await self.forward_auth(scope, receive, send)
+        elif self.proxy is not None:
+            await self.proxy(scope, receive, send)
+        else:
+            denial = Denial(new_request_id(), Code.NOT_FOUND)
+            await send_rendered(scope, send, render_denial(denial, "GET"))
+
+    def _is_forward_auth(self, path: bytes) -> bool:
+        if path == self._forward_auth_path:
+            return True
+        prefix = self._forward_auth_prefix
+        return prefix is not None and path.startswith(prefix)
+
+    async def startup(self) -> None:
+        """Open the upstream session (one per worker process)."""
+        if self.proxy is not None:
+            await self.proxy.startup()
+
+    async def aclose(self) -> None:
+        """Close the upstream session and what the authenticators hold."""
+        if self.proxy is not None:
+            await self.proxy.aclose()
+        await self.policy.aclose()
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message: Message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception:
+                    log.exception("startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": "startup failed"})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def _forward_auth_app(policy: Policy, engine: Engine) -> ASGIApp:
+    # Imported when configured only: a proxy-only server never loads it.
+    import importlib
+
+    module = importlib.import_module("edgeauth.forward_auth")
+    app: ASGIApp = module.ForwardAuthApp(policy, engine)
+    return app
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port`` for IPv6) as (host, port).
+
+    >>> parse_listen("127.0.0.1:8080"), parse_listen("[::1]:0")
+    (('127.0.0.1', 8080), ('::1', 0))
+    """
+    host, sep, port = listen.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"expected host:port, got {listen!r}")
+    return host, int(port)
+
+
+def _worker_app(policy_file: str, log_level: str) -> EdgeServer:
+    """The app of one worker process (``--workers`` > 1): the policy is loaded
+    again in each process."""
+    _configure_logging(log_level)
+    return EdgeServer(load_policy(policy_file))
+
+
+def serve(
+    config: str | Path,
+    *,
+    workers: int | None = None,
+    sockets: Sequence[socket.socket] | None = None,
+    graceful_timeout: int = GRACEFUL_TIMEOUT,
+    log_level: str = "info",
+) -> None:
+    """Run ``edgeauth serve`` in the foreground until SIGTERM or SIGINT.
+
+    On either signal the server stops accepting, lets in-flight requests
+    finish for up to ``graceful_timeout`` seconds, and returns (exit code 0).
+    ``workers`` overrides ``[server] workers``; ``sockets`` serves already
+    bound sockets instead of binding ``[server] listen``.
+
+    Raises :class:`~edgeauth.errors.ConfigError` when the policy does not load,
+    or when several workers would each keep their own rate-limit counters.
+
+    >>> serve("edgeauth.toml", workers=4)     # doctest: +SKIP
+    """
+    path = Path(config)
+    policy = load_policy(path)
+    settings = policy.server
+    count = workers if workers is not None else settings.workers
+    policy.check_workers(count)  # in-memory counters cannot be shared by workers
+    try:
+        host, port = parse_listen(settings.listen)
+    except ValueError as exc:
+        raise ConfigError(str(path), [ConfigIssue("server.listen", str(exc))]) from None
+    _configure_logging(log_level)
+    # With workers, each process builds its own app from the file.
+    worker_app = functools.partial(_worker_app, str(path), log_level)
+    app: Any = EdgeServer(policy) if count == 1 else worker_app
+    uv = _Config(
+        app,
+        limits=HeadLimits(settings.max_head_bytes, settings.max_headers, settings.head_timeout),
+        factory=count > 1,
+        host=host,
+        port=port,
+        workers=count,
+        loop="uvloop",
+        http=EdgeHttpProtocol,
+        ws="websockets-sansio",
+        lifespan="on",
+        # edgeauth reads X-Forwarded-* itself, from [server] trusted_proxies only.
+        proxy_headers=False,
+        server_header=False,
+        # The upstream's Date passes through; a second one would be added.
+        date_header=False,
+        # The audit log records decisions; an access log would record query
+        # strings, which can hold tokens.
+        access_log=False,
+        log_config=_log_config(),
+        log_level=log_level,
+        timeout_graceful_shutdown=graceful_timeout,
+        ssl_certfile=settings.tls_cert,
+        ssl_keyfile=settings.tls_key,
+    )
+    with _exit_cleanly():
+        if count == 1:
+            server = uvicorn.Server(uv)
+            server.run(sockets=list(sockets) if sockets else None)
+            if not server.started:  # the lifespan startup failed (logged)
+                raise SystemExit(STARTUP_FAILURE)
+        else:
+            bound = list(sockets) if sockets else [uv.bind_socket()]
+            Multiprocess(uv, sockets=bound).run()
+
+
+@contextmanager
+def _exit_cleanly() -> Iterator[None]:
+    """After a graceful shutdown uvicorn re-raises the signal that caused it,
+    which would end the process with a signal status; a handler that does
+    nothing lets ``serve`` return and the process exit 0."""
+
+    def ignore(signum: int, frame: FrameType | None) -> None:
+        pass
+
+    previous = {sig: signal.signal(sig, ignore) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+class _RequestLineFilter(logging.Filter):
+    """Drops uvicorn's WebSocket request lines: they hold the query string,
+    which can carry a token (``?access_token=``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.msg, str) and '"WebSocket %s"' in record.msg)
+
+
+def _log_config() -> dict[str, Any]:
+    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config["filters"] = {"request_lines": {"()": f"{__name__}._RequestLineFilter"}}
+    for handler in config["handlers"].values():
+        handler["filters"] = ["request_lines"]
+    return config
+
+
+def _configure_logging(level: str) -> None:
+    """Audit events and server messages to stderr, one line each."""
+    logger = logging.getLogger("edgeauth")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(level.upper())
+        logger.propagate = False

@@ -1,0 +1,343 @@
+"""edgeauth serve as a server: signals, workers, TLS, routing, the CLI, the demo."""
+
+from __future__ import annotations
+
+import datetime
+import http.client
+import ipaddress
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from edgeauth import load_policy
+from edgeauth.cli import cli
+from edgeauth.server import EdgeServer, parse_listen
+
+from . import servers
+from .helpers import SEED_POLICY, Response, call, session_token, write_policy
+
+POLL = 15.0
+
+
+def poll(condition: Any, what: str) -> None:
+    """Wait (bounded) until ``condition()`` is true."""
+    deadline = time.monotonic() + POLL
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def get(port: int, target: bytes, headers: list[tuple[str, str]] | None = None) -> Response:
+    return servers.request(port, "GET", target, headers or [("host", "app.test")])
+
+
+def refuses_connections(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def test_sigterm_stops_accepting_finishes_in_flight_requests_and_exits_0(tmp_path: Path) -> None:
+    """SIGTERM: new connections are refused, the request in flight completes, exit code 0."""
+    with servers.upstream("echo", tmp_path) as upstream:
+        port = servers.free_port()
+        policy = write_policy(tmp_path, servers.server_section(port, upstream.url) + SEED_POLICY)
+        with servers.edgeauth(policy, port) as ea:
+            answers: list[Response] = []
+            slow = threading.Thread(
+                target=lambda: answers.append(get(port, b"/public/slow?s=3")), daemon=True
+            )
+            slow.start()
+            seen: list[dict[str, Any]] = []
+            poll(lambda: seen.extend(servers.upstream_log(upstream)) or seen, "the slow request")
+            ea.popen.send_signal(signal.SIGTERM)
+            poll(lambda: refuses_connections(port), "the listener to close")
+            assert slow.is_alive()  # still in flight while no longer accepting
+            slow.join(POLL)
+            assert ea.popen.wait(POLL) == 0
+    assert answers and answers[0].status == 200
+    assert answers[0].json()["raw_path"] == "/public/slow"
+
+
+def _workers_of(pid: int) -> list[int]:
+    found = []
+    for child in servers.children(pid):
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in cmdline:
+            found.append(child)
+    return found
+
+
+def test_workers_run_as_separate_processes(tmp_path: Path) -> None:
+    """--workers 2 serves from two worker processes; SIGTERM stops them all with exit code 0."""
+    with servers.upstream("echo", tmp_path) as upstream:
+        port = servers.free_port()
+        policy = write_policy(tmp_path, servers.server_section(port, upstream.url) + SEED_POLICY)
+        with servers.edgeauth(policy, port, workers=2) as ea:
+            poll(lambda: len(_workers_of(ea.pid)) == 2, "two workers")
+            workers = _workers_of(ea.pid)
+            for _ in range(4):
+                assert get(port, b"/public/x").status == 200
+            assert get(port, b"/api/protected/me").status == 401
+            assert ea.stop() == 0
+        assert not any(servers.alive(pid) for pid in workers)
+
+
+def _self_signed(folder: Path) -> Path:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    (folder / "tls.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    (folder / "tls.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return folder / "tls.crt"
+
+
+def test_tls_is_served_with_tls_cert_and_key(tmp_path: Path) -> None:
+    """With tls_cert/tls_key edgeauth speaks HTTPS and tells the upstream the scheme."""
+    cert = _self_signed(tmp_path)
+    with servers.upstream("echo", tmp_path) as upstream:
+        port = servers.free_port()
+        section = servers.server_section(port, upstream.url, tls_cert="tls.crt", tls_key="tls.key")
+        with servers.edgeauth(write_policy(tmp_path, section + SEED_POLICY), port):
+            context = ssl.create_default_context(cafile=str(cert))
+            connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
+            try:
+                connection.request(
+                    "GET", "/api/protected/me", headers={"cookie": f"session={session_token()}"}
+                )
+                response = connection.getresponse()
+                body = json.loads(response.read())
+            finally:
+                connection.close()
+    assert response.status == 200
+    seen = dict(body["headers"])
+    assert seen["x-forwarded-proto"] == "https"
+    assert seen["x-user-id"] == "alice"
+
+
+# In process: routing and lifespan --------------------------------------------------
+
+
+async def test_without_upstream_everything_is_404_json(tmp_path: Path) -> None:
+    """With no [server] upstream (and no forward-auth) every request is 404 not_found JSON."""
+    app = EdgeServer(load_policy(write_policy(tmp_path)))
+    for path in (b"/", b"/public/x", b"/api/protected/me"):
+        r = await call(app, raw_path=path)
+        assert r.status == 404
+        assert r.json()["code"] == "not_found"
+
+
+@pytest.mark.parametrize(("dialect", "below"), [("nginx", 404), ("envoy", 299)])
+async def test_forward_auth_path_goes_to_the_forward_auth_app(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dialect: str, below: int
+) -> None:
+    """[forward_auth] path reaches ForwardAuthApp(policy, engine) (envoy: and paths below it)."""
+    built: list[tuple[Any, Any]] = []
+
+    class FakeForwardAuth:
+        def __init__(self, policy: Any, engine: Any) -> None:
+            built.append((policy, engine))
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            await send({"type": "http.response.start", "status": 299, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+
+    module = types.ModuleType("edgeauth.forward_auth")
+    module.ForwardAuthApp = FakeForwardAuth  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "edgeauth.forward_auth", module)
+    text = (
+        f'[forward_auth]\npath = "/_auth"\ndialect = "{dialect}"\ntrusted = ["127.0.0.1/32"]\n\n'
+        + SEED_POLICY
+    )
+    app = EdgeServer(load_policy(write_policy(tmp_path, text)))
+    assert built == [(app.policy, app.engine)]
+    assert (await call(app, raw_path=b"/_auth")).status == 299
+    assert (await call(app, raw_path=b"/_auth/api/x")).status == below  # else: no upstream, 404
+    assert (await call(app, raw_path=b"/_authx")).status == 404
+
+
+async def test_lifespan_opens_and_closes_the_upstream_session(tmp_path: Path) -> None:
+    """The pooled upstream session is opened at lifespan startup and closed at shutdown."""
+    section = servers.server_section(8080, "http://127.0.0.1:9")
+    app = EdgeServer(load_policy(write_policy(tmp_path, section + SEED_POLICY)))
+    assert app.proxy is not None
+    messages = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+    sent: list[dict[str, Any]] = []
+    sessions: list[Any] = []
+
+    async def receive() -> dict[str, Any]:
+        if sent:
+            sessions.append(app.proxy and app.proxy._session)
+        return next(messages)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app({"type": "lifespan"}, receive, send)
+    assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert sessions[0] is not None and sessions[0].closed
+    assert app.proxy._session is None
+
+
+async def test_lifespan_reports_a_failed_startup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A startup that fails is reported to the server (which then exits) instead of serving."""
+    section = servers.server_section(8080, "http://127.0.0.1:9")
+    app = EdgeServer(load_policy(write_policy(tmp_path, section + SEED_POLICY)))
+    assert app.proxy is not None
+
+    async def broken() -> None:
+        raise OSError("no file descriptors left")
+
+    monkeypatch.setattr(app.proxy, "startup", broken)
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "lifespan.startup"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app({"type": "lifespan"}, receive, send)
+    assert [m["type"] for m in sent] == ["lifespan.startup.failed"]
+    assert "descriptors" not in sent[0]["message"]
+
+
+# The command line ------------------------------------------------------------------
+
+
+def test_serve_refuses_a_policy_that_does_not_load(tmp_path: Path) -> None:
+    """edgeauth serve prints every policy error and exits 1 without listening."""
+    bad = write_policy(tmp_path, '[server]\nlisten = "nowhere"\n\n' + SEED_POLICY)
+    result = CliRunner().invoke(cli, ["serve", "--config", str(bad)])
+    assert result.exit_code == 1
+    assert "server.listen: expected host:port, got 'nowhere'" in result.output
+    bad.write_text("[server]\nworkers = 0\n\n" + SEED_POLICY, encoding="utf-8")
+    result = CliRunner().invoke(cli, ["serve", "--config", str(bad)])
+    assert result.exit_code == 1
+    assert "server.workers" in result.output
+
+
+def test_serve_refuses_workers_that_would_not_share_counters(tmp_path: Path) -> None:
+    """--workers 2 with in-memory rate-limit counters is refused at start."""
+    text = SEED_POLICY.replace(
+        'methods = ["POST"]\npublic = true',
+        'methods = ["POST"]\npublic = true\nrate_limit = "5/minute per ip"',
+    )
+    policy = write_policy(tmp_path, servers.server_section(servers.free_port(), None) + text)
+    result = CliRunner().invoke(cli, ["serve", "--config", str(policy), "--workers", "2"])
+    assert result.exit_code == 1
+    assert "workers" in result.output
+
+
+def test_serve_exits_non_zero_when_it_cannot_listen(tmp_path: Path) -> None:
+    """A listen address already in use is reported and the process exits non-zero."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        policy = write_policy(
+            tmp_path, servers.server_section(port, "http://127.0.0.1:9") + SEED_POLICY
+        )
+        result = subprocess.run(
+            [servers.EDGEAUTH, "serve", "--config", str(policy)],
+            capture_output=True,
+            timeout=POLL,
+            check=False,
+        )
+    assert result.returncode != 0
+    assert b"address already in use" in result.stderr.lower()
+
+
+def test_parse_listen() -> None:
+    """listen is host:port, with brackets for IPv6."""
+    assert parse_listen("127.0.0.1:8080") == ("127.0.0.1", 8080)
+    assert parse_listen("[::1]:9000") == ("::1", 9000)
+    for bad in ("8080", "host:", ":80", "h:99999", "h:x"):
+        with pytest.raises(ValueError, match="expected host:port"):
+            parse_listen(bad)
+
+
+# The demo --------------------------------------------------------------------------
+
+
+def test_demo_runs_the_app_as_its_own_process_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    """edgeauth demo serves the app from a separate process behind the proxy; SIGINT stops both, exit 0."""
+    port = servers.free_port()
+    log = tmp_path / "demo.log"
+    with log.open("wb") as out:
+        popen = subprocess.Popen(
+            [servers.EDGEAUTH, "demo", "--port", str(port)],
+            cwd=servers.ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    demo = servers.Process(popen, port, log)
+    apps: list[int] = []
+    try:
+        servers.wait_until_listening(demo)
+        poll(lambda: bool(servers.children(demo.pid)), "the demo app process")
+        apps = servers.children(demo.pid)
+        cmdline = Path(f"/proc/{apps[0]}/cmdline").read_bytes()
+        assert b"edgeauth.demo.upstream" in cmdline
+        r = get(port, b"/public/hello")
+        assert r.status == 200 and r.json() == {"hello": "world"}
+        assert get(port, b"/api/protected/me").status == 401
+        r = get(port, b"/dashboard")
+        assert r.status == 302 and r.header("location") == "/login?next=%2Fdashboard"
+        popen.send_signal(signal.SIGINT)
+        assert popen.wait(POLL) == 0
+        poll(lambda: not any(servers.alive(pid) for pid in apps), "the demo app to stop")
+    finally:
+        demo.stop()
+        for pid in apps:
+            if servers.alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    output = demo.output()
+    assert f"the example app behind edgeauth at http://127.0.0.1:{port}" in output
+    assert "Traceback" not in output
