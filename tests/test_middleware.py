@@ -821,3 +821,16 @@ async def test_audit_status_is_what_the_client_got(tmp_path: Path) -> None:
         headers=[("origin", "https://evil.example"), ("access-control-request-method", "GET")],
     )
     assert r.json()["error"] == "CORS preflight refused"
+
+
+async def test_app_cors_headers_stay_on_rules_without_cors(tmp_path: Path) -> None:
+    """A rate-limited rule without cors keeps the app's own Access-Control-* headers."""
+    text = SEED_POLICY.replace(
+        'methods = ["POST"]\npublic = true',
+        'methods = ["POST"]\npublic = true\nrate_limit = "100/minute per ip"',
+    )
+    app = guarded(tmp_path, text)
+    r = await call(app, method="POST", raw_path=b"/api/login")
+    assert r.status == 200
+    assert r.header("access-control-allow-origin") == "*"  # the echo app's own
+    assert r.header("ratelimit-limit") == "100"

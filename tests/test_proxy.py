@@ -566,11 +566,18 @@ def test_response_headers_replace_access_control_on_cors_rules() -> None:
         (b"Transfer-Encoding", b"chunked"),
         (b"Content-Type", b"text/plain"),
     ]
-    assert response_headers(raw, ()) == [
+    assert response_headers(raw, (), cors=False) == [
         (b"Access-Control-Allow-Origin", b"*"),
         (b"Content-Type", b"text/plain"),
     ]
-    assert response_headers(raw, (("vary", "Origin"),)) == [
+    assert response_headers(raw, (("vary", "Origin"),), cors=True) == [
         (b"Content-Type", b"text/plain"),
         (b"vary", b"Origin"),
+    ]
+    # A rule with a rate limit but no CORS adds its RateLimit-* fields and
+    # leaves the app's own Access-Control-* alone.
+    assert response_headers(raw, (("ratelimit-limit", "5"),), cors=False) == [
+        (b"Access-Control-Allow-Origin", b"*"),
+        (b"Content-Type", b"text/plain"),
+        (b"ratelimit-limit", b"5"),
     ]

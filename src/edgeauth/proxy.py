@@ -140,14 +140,15 @@ def _forwarding(view: RequestView, policy: Policy, peer: str | None) -> list[Hea
 
 
 def response_headers(
-    raw: Iterable[tuple[bytes, bytes]], cors: tuple[Header, ...]
+    raw: Iterable[tuple[bytes, bytes]], extra: tuple[Header, ...], cors: bool
 ) -> list[tuple[bytes, bytes]]:
     """The upstream's response headers as sent to the client: hop-by-hop ones
-    dropped and, on a CORS rule, ``Access-Control-*`` replaced by edgeauth's."""
+    dropped, on a CORS rule ``Access-Control-*`` replaced by edgeauth's, and
+    ``extra`` (CORS, RateLimit-*) added."""
     out = drop_hop_by_hop(raw)
     if cors:
         out = [(n, v) for n, v in out if not n.lower().startswith(b"access-control-")]
-        out.extend((n.encode("latin-1"), v.encode("latin-1")) for n, v in cors)
+    out.extend((n.encode("latin-1"), v.encode("latin-1")) for n, v in extra)
     return out
 
 
@@ -346,7 +347,9 @@ class Proxy:
             {
                 "type": "http.response.start",
                 "status": response.status,
-                "headers": response_headers(response.raw_headers, allow.response_headers),
+                "headers": response_headers(
+                    response.raw_headers, allow.response_headers, allow.cors
+                ),
             }
         )
         gone = asyncio.Event()
