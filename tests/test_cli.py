@@ -105,3 +105,56 @@ async def test_demo_setup_serves_the_seed_behaviours(tmp_path: Path, monkeypatch
         assert "admin" in r.text
     banner = _banner(setup, "http://127.0.0.1:8080")
     assert setup.api_key in banner and "alice" in banner
+
+
+async def test_revoke_command_takes_effect_without_redis(tmp_path: Path) -> None:
+    """edgeauth revoke --subject writes the revocation file; the next request with that subject is 401 revoked."""
+    import asyncio
+
+    from edgeauth import EdgeAuth
+
+    from .helpers import call, echo_app, session_token
+
+    path = write_policy(tmp_path)
+    token = session_token("mallory")
+    app = EdgeAuth(echo_app, policy=load_policy(path))
+    assert (
+        await call(app, raw_path=b"/api/protected/x", headers=[("cookie", f"session={token}")])
+    ).status == 200
+    result = await asyncio.to_thread(
+        CliRunner().invoke, cli, ["revoke", "--config", str(path), "--subject", "mallory"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "revoked: subject mallory" in result.output
+    fresh = EdgeAuth(echo_app, policy=load_policy(path))  # another worker, or after a restart
+    r = await call(fresh, raw_path=b"/api/protected/x", headers=[("cookie", f"session={token}")])
+    assert r.status == 401
+    assert r.json()["code"] == "revoked"
+    result = await asyncio.to_thread(
+        CliRunner().invoke, cli, ["revoke", "--config", str(path), "--subject", "mallory", "--lift"]
+    )
+    assert result.exit_code == 0
+    r = await call(
+        EdgeAuth(echo_app, policy=load_policy(path)),
+        raw_path=b"/api/protected/x",
+        headers=[("cookie", f"session={token}")],
+    )
+    assert r.status == 200
+
+
+def test_revoke_command_usage_errors(tmp_path: Path) -> None:
+    """revoke needs exactly one of --jti and --subject, and readable times."""
+    path = write_policy(tmp_path)
+    runner = CliRunner()
+    assert runner.invoke(cli, ["revoke", "--config", str(path)]).exit_code == 2
+    assert (
+        runner.invoke(
+            cli, ["revoke", "--config", str(path), "--jti", "a", "--subject", "b"]
+        ).exit_code
+        == 2
+    )
+    result = runner.invoke(
+        cli, ["revoke", "--config", str(path), "--subject", "b", "--before", "yesterday"]
+    )
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output

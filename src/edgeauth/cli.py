@@ -120,6 +120,68 @@ if click is not None:
             sys.exit(1)
 
     @cli.command()
+    @click.option("--config", "config", required=True, type=click.Path(dir_okay=False))
+    @click.option("--jti", default=None, help="Revoke the token with this jti.")
+    @click.option("--subject", default=None, help="Revoke every credential of this subject.")
+    @click.option(
+        "--before",
+        default=None,
+        help="With --subject: only tokens issued before this time (ISO 8601 or epoch "
+        "seconds; default: now). Sign out everywhere.",
+    )
+    @click.option(
+        "--expires",
+        default=None,
+        help="When the entry may be forgotten: the token's exp for --jti (default: 30 days).",
+    )
+    @click.option("--lift", is_flag=True, help="Lift the revocation instead.")
+    def revoke(
+        config: str,
+        jti: str | None,
+        subject: str | None,
+        before: str | None,
+        expires: str | None,
+        lift: bool,
+    ) -> None:
+        """Revoke a token (--jti) or a subject's credentials (--subject) on every instance."""
+        import asyncio
+
+        from .errors import StoreUnavailable
+        from .revocation import parse_time, revoke, unrevoke
+
+        if (jti is None) == (subject is None):
+            raise click.UsageError("give exactly one of --jti and --subject")
+        try:
+            when = parse_time(before) if before else None
+            until = parse_time(expires) if expires else None
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+        try:
+            loaded = load_policy(config)
+        except ConfigError as exc:
+            click.echo(str(exc), err=True)
+            sys.exit(1)
+
+        async def run() -> None:
+            try:
+                if lift:
+                    await unrevoke(loaded, jti=jti, subject=subject)
+                else:
+                    await revoke(loaded, jti=jti, subject=subject, before=when, expires_at=until)
+            finally:
+                await loaded.aclose()
+
+        try:
+            asyncio.run(run())
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+        except StoreUnavailable as exc:
+            click.echo(f"edgeauth: cannot write the revocation: {exc}", err=True)
+            sys.exit(1)
+        what = f"jti {jti}" if jti is not None else f"subject {subject}"
+        click.echo(f"{'lifted' if lift else 'revoked'}: {what}")
+
+    @cli.command()
     @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
     @click.option(
         "--port",
