@@ -67,8 +67,12 @@ def request_ids() -> Callable[[], str]:
     """Unique request ids: a random per-process prefix and a counter (no
     system call per request)."""
     prefix = secrets.token_hex(3)
+    salt = secrets.randbits(40)
     counter = itertools.count(1)
-    return lambda: f"{prefix}{next(counter):010x}"  # 16 hex digits, like new_request_id
+    # An odd multiplier modulo 2**40 is a bijection: ids stay unique for 2**40
+    # requests without telling clients how many requests came before theirs.
+    mask, odd = (1 << 40) - 1, 0x9E3779B97F | 1
+    return lambda: f"{prefix}{((next(counter) * odd) + salt) & mask:010x}"
 
 
 class _Trace:
