@@ -118,3 +118,15 @@ def test_logging_sink_skips_work_when_disabled() -> None:
     logger.addHandler(handler)
     LoggingAuditSink(logger).emit({"outcome": "deny"})
     assert records == []
+
+
+def test_request_ids_are_unique_and_do_not_count_requests() -> None:
+    """Request ids are 16 hex digits, unique, and consecutive ones are not consecutive numbers."""
+    from edgeauth.pipeline import request_ids
+
+    make = request_ids()
+    ids = [make() for _ in range(50_000)]
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 16 and int(i, 16) >= 0 for i in ids)
+    steps = {int(b, 16) - int(a, 16) for a, b in zip(ids, ids[1:], strict=False)}
+    assert 1 not in steps
