@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 from pathlib import Path
@@ -128,5 +129,5 @@ def test_request_ids_are_unique_and_do_not_count_requests() -> None:
     ids = [make() for _ in range(50_000)]
     assert len(set(ids)) == len(ids)
     assert all(len(i) == 16 and int(i, 16) >= 0 for i in ids)
-    steps = {int(b, 16) - int(a, 16) for a, b in zip(ids, ids[1:], strict=False)}
+    steps = {int(b, 16) - int(a, 16) for a, b in itertools.pairwise(ids)}
     assert 1 not in steps
