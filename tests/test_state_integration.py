@@ -135,6 +135,30 @@ def test_two_instances_share_one_limit(tmp_path: Path, redis_server: RedisServer
     assert 0 < int(last.headers["retry-after"]) <= 900  # T = 1 hour / 4
 
 
+def test_two_edgeauth_serve_instances_share_one_limit(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:  # noqa: F811
+    """Two `edgeauth serve` proxies in front of one upstream admit exactly 4 requests between them."""
+    from . import servers
+
+    with servers.upstream("echo", tmp_path) as app:
+        ports = [servers.free_port(), servers.free_port()]
+        policies = []
+        for port in ports:
+            folder = tmp_path / str(port)
+            folder.mkdir()
+            text = servers.server_section(port, app.url) + shared_policy(redis_server.url)
+            policies.append(write_policy(folder, text))
+        with (
+            servers.edgeauth(policies[0], ports[0]) as a,
+            servers.edgeauth(policies[1], ports[1]) as b,
+            httpx.Client(timeout=10) as client,
+        ):
+            statuses = [client.get(f"{(a, b)[i % 2].url}/limited").status_code for i in range(10)]
+    assert statuses.count(200) == 4
+    assert statuses.count(429) == 6
+
+
 async def test_revocation_reaches_every_instance(tmp_path: Path, redis_server: RedisServer) -> None:  # noqa: F811
     """A token revoked through Redis is refused by each running instance within a poll or two."""
     path = write_policy(tmp_path, shared_policy(redis_server.url))
