@@ -137,7 +137,7 @@ def test_two_instances_share_one_limit(tmp_path: Path, redis_server: RedisServer
 
 def test_two_edgeauth_serve_instances_share_one_limit(
     tmp_path: Path, redis_server: RedisServer
-) -> None:  # noqa: F811
+) -> None:
     """Two `edgeauth serve` proxies in front of one upstream admit exactly 4 requests between them."""
     from . import servers
 
