@@ -136,7 +136,8 @@ def test_two_instances_share_one_limit(tmp_path: Path, redis_server: RedisServer
 
 
 def test_two_edgeauth_serve_instances_share_one_limit(
-    tmp_path: Path, redis_server: RedisServer
+    tmp_path: Path,
+    redis_server: RedisServer,  # noqa: F811
 ) -> None:
     """Two `edgeauth serve` proxies in front of one upstream admit exactly 4 requests between them."""
     from . import servers
