@@ -283,6 +283,13 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--only", default="", help="run only scenarios whose name starts with this")
     parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "latest.json"))
+    parser.add_argument(
+        "--stream-mib",
+        type=int,
+        default=1024,
+        help="also stream this many MiB up and down through edgeauth serve and report its "
+        "RSS growth (0 skips it)",
+    )
     args = parser.parse_args()
     for tool in ("wrk", "nginx", "taskset"):
         if shutil.which(tool) is None:
@@ -380,8 +387,27 @@ def run(bench: Bench, work: Path, args: argparse.Namespace) -> int:
             r.bad += bad
             print(f"round {round_ + 1}/{args.rounds} {scenario.name:<28} {rps:>9.0f} req/s", file=sys.stderr)
     rss = {name: peak_rss_mib(server.proc.pid) for name, server in bench.servers.items()}
-    report(scenarios, results, rss, args)
+    stream = streaming(args.stream_mib) if args.stream_mib and not only else None
+    report(scenarios, results, rss, args, stream)
     return 0
+
+
+def streaming(mib: int) -> dict[str, float] | None:
+    """Upload and download ``mib`` MiB through `edgeauth serve` (the proxy test's
+    streaming check, at benchmark size) and read the proxy's RSS growth."""
+    print(f"streaming {mib} MiB each way through edgeauth serve", file=sys.stderr)
+    out = subprocess.run(
+        [PYTHON, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
+         "tests/test_proxy.py::test_bodies_stream_both_ways_without_buffering"],
+        cwd=ROOT, env={**os.environ, "EDGEAUTH_STREAM_MIB": str(mib)},
+        capture_output=True, text=True, timeout=1800, check=False,
+    )
+    match = re.search(r"proxy RSS baseline ([\d.]+) MiB, peak ([\d.]+) MiB", out.stdout)
+    if out.returncode != 0 or not match:
+        print(out.stdout[-2000:], file=sys.stderr)
+        return None
+    baseline, peak = float(match.group(1)), float(match.group(2))
+    return {"mib_each_way": mib, "rss_baseline_mib": baseline, "rss_peak_mib": peak}
 
 
 def _has_serve() -> bool:
@@ -448,7 +474,11 @@ RATIOS = [
 
 
 def report(
-    scenarios: list[Scenario], results: dict[str, Result], rss: dict[str, float], args: argparse.Namespace
+    scenarios: list[Scenario],
+    results: dict[str, Result],
+    rss: dict[str, float],
+    args: argparse.Namespace,
+    stream: dict[str, float] | None,
 ) -> None:
     rows = []
     print(f"\n{'scenario':<28} {'req/s median':>12} {'range':>17} {'p50 ms':>8} {'p99 ms':>8} {'peak RSS':>9}")
@@ -486,13 +516,20 @@ def report(
         met = rss["serve"] < 100
         ratios.append({"ratio": "serve peak RSS MiB", "value": round(rss["serve"], 1), "target": 100, "met": met})
         print(f"{'edgeauth serve peak RSS (MiB, < 100)':<58} {rss['serve']:>6.1f} {'< 100':>7} {'ok' if met else 'MISSED'}")
+    if stream is not None:
+        growth = stream["rss_peak_mib"] - stream["rss_baseline_mib"]
+        met = growth < 50
+        ratios.append({"ratio": "serve RSS growth streaming (MiB)", "value": round(growth, 1),
+                       "target": 50, "met": met})
+        label = f"serve RSS growth, {stream['mib_each_way']:g} MiB each way (< 50)"
+        print(f"{label:<58} {growth:>6.1f} {'< 50':>7} {'ok' if met else 'MISSED'}")
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "rounds": args.rounds, "seconds": args.seconds, "connections": 32,
         "cpu": os.cpu_count(), "python": sys.version.split()[0],
-        "scenarios": rows, "ratios": ratios,
+        "scenarios": rows, "ratios": ratios, "streaming": stream,
     }, indent=2) + "\n")
     print(f"\nresults written to {out}")
 
