@@ -37,10 +37,20 @@ _COMMON: list[tuple[bytes, bytes]] = [
 
 def error_body(code: Code, request_id: str, message: str | None = None) -> bytes:
     """The JSON error body of every ``api`` denial."""
-    return json.dumps(
-        {"error": message or code.message, "code": code.value, "request_id": request_id},
-        separators=(",", ":"),
-    ).encode()
+    head = _BODY_HEADS.get((code, message))
+    if head is None:
+        head = json.dumps(
+            {"error": message or code.message, "code": code.value, "request_id": ""},
+            separators=(",", ":"),
+        )[: -len('""}')].encode()
+        if len(_BODY_HEADS) < 256:
+            _BODY_HEADS[(code, message)] = head
+    return head + _ENCODE(request_id).encode() + b"}"
+
+
+_ENCODE = json.JSONEncoder(ensure_ascii=True).encode
+# The constant part of each body, per (code, message): built once.
+_BODY_HEADS: dict[tuple[Code, str | None], bytes] = {}
 
 
 def _encode(headers: tuple[Header, ...]) -> list[tuple[bytes, bytes]]:
