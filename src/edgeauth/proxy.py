@@ -342,7 +342,8 @@ class Proxy:
         body: _RequestBody,
         response: aiohttp.ClientResponse,
     ) -> None:
-        await self.engine.upstream_response(view, allow, response.status)
+        if self.engine.watches_upstream:
+            await self.engine.upstream_response(view, allow, response.status)
         await send(
             {
                 "type": "http.response.start",
@@ -352,6 +353,12 @@ class Proxy:
                 ),
             }
         )
+        if response.content.is_eof():
+            # The whole (small) body came with the head: no streaming, no
+            # disconnect watcher to start and cancel.
+            tail = response.content.read_nowait()
+            await send({"type": "http.response.body", "body": tail, "more_body": False})
+            return
         gone = asyncio.Event()
         watcher = asyncio.create_task(_watch_disconnect(receive, body, response, gone))
         try:
