@@ -13,6 +13,9 @@ from collections.abc import Callable
 
 __all__ = ["FORWARDING_HEADERS", "client_address", "rate_key"]
 
+# Headers through which a proxy tells the app about the client and the original
+# request: removed from untrusted peers (frameworks read all of these:
+# Werkzeug ProxyFix and Spring read -Prefix, Rack -Ssl and -Scheme).
 FORWARDING_HEADERS = frozenset(
     {
         b"forwarded",
@@ -20,6 +23,11 @@ FORWARDING_HEADERS = frozenset(
         b"x-forwarded-host",
         b"x-forwarded-proto",
         b"x-forwarded-port",
+        b"x-forwarded-prefix",
+        b"x-forwarded-server",
+        b"x-forwarded-ssl",
+        b"x-forwarded-scheme",
+        b"x-real-ip",
     }
 )
 

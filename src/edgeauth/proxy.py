@@ -47,6 +47,9 @@ _REBUILT = frozenset({b"host", b"x-forwarded-for", b"x-forwarded-proto", b"x-for
 # body is first read); passing it on would make the client library wait for a
 # second 100 from the upstream (RFC 9110 §10.1.1).
 _EDGE_ONLY = frozenset({b"expect"})
+# Headers that decide where a request ends or where it goes: their underscore
+# spellings never reach the upstream (the real ones are rebuilt or checked).
+_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"host", *_REBUILT})
 # The upstream handshake is made by the WebSocket client library.
 _WS_HANDSHAKE = frozenset(
     {
@@ -82,7 +85,9 @@ def drop_hop_by_hop(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes,
         for token in value.split(b",")
     }
     drop = _HOP_BY_HOP | named
-    return [(n, v) for n, v in pairs if n.lower() not in drop]
+    # Compared in the '-' spelling too: an upstream that reads a CGI-style
+    # environ takes transfer_encoding for Transfer-Encoding (request smuggling).
+    return [(n, v) for n, v in pairs if n.lower().replace(b"_", b"-") not in drop]
 
 
 def request_headers(
@@ -107,7 +112,8 @@ def request_headers(
     skip = _REBUILT | _EDGE_ONLY | (_WS_HANDSHAKE if websocket else frozenset())
     out: list[tuple[str, str]] = []
     for name, value in kept:
-        if name.lower() in skip:
+        lowered = name.lower()
+        if lowered in skip or (b"_" in lowered and lowered.replace(b"_", b"-") in _FRAMING):
             continue
         try:
             out.append((name.decode("ascii"), value.decode("utf-8")))
@@ -315,7 +321,7 @@ class Proxy:
             response = await self.session.request(
                 scope["method"], url, headers=upstream, data=data, allow_redirects=False
             )
-        except (aiohttp.ClientError, TimeoutError, _BodyTooLarge, _ClientGone) as exc:
+        except Exception as exc:  # any upstream failure is a 502/504, never a dropped connection
             if body.client_gone:
                 return
             if body.too_large:
@@ -327,6 +333,13 @@ class Proxy:
             code = _failure_code(exc)
             log.warning("upstream request %s failed: %s", allow.request_id, type(exc).__name__)
             await send_rendered(scope, send, _failure(allow, code, view.method))
+            return
+        if not 200 <= response.status <= 599:
+            # No status a client could be given (RFC 9110 §15: three digits, 1xx
+            # are interim): the upstream is broken, as for any garbage.
+            response.close()
+            log.warning("upstream request %s failed: bad status", allow.request_id)
+            await send_rendered(scope, send, _failure(allow, Code.BAD_GATEWAY, view.method))
             return
         try:
             await self._relay(send, receive, view, allow, body, response)

@@ -78,7 +78,7 @@ class _HeadTooLarge(Exception):
 
 
 class _BadHost(Exception):
-    pass
+    """A head refused with 400: a missing or repeated Host, a fragment."""
 
 
 class EdgeHttpProtocol(HttpToolsProtocol):
@@ -125,6 +125,11 @@ class EdgeHttpProtocol(HttpToolsProtocol):
 
     def on_url(self, url: bytes) -> None:
         self._count(len(url))
+        # A fragment never belongs in a request target (RFC 9112 §3.2); the
+        # server would drop it silently, so the path decided would not be the
+        # target the client wrote. Refused like every ambiguous target: 400.
+        if b"#" in url:
+            raise _BadHost
         super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
