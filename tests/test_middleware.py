@@ -834,3 +834,40 @@ async def test_app_cors_headers_stay_on_rules_without_cors(tmp_path: Path) -> No
     assert r.status == 200
     assert r.header("access-control-allow-origin") == "*"  # the echo app's own
     assert r.header("ratelimit-limit") == "100"
+
+
+@pytest.mark.parametrize("value", [f"Bearer\t{API_KEY}", f"bearer  {API_KEY}", f"BEARER {API_KEY}"])
+async def test_bearer_with_any_whitespace_is_a_bearer_credential(app: EdgeAuth, value: str) -> None:
+    """The scheme is case-insensitive and any whitespace separates it from the token."""
+    r = await call(app, raw_path=b"/api/v1/x", headers=[("authorization", value)])
+    assert r.status == 200
+    assert r.json()["subject"] == "svc-reporting"
+
+
+@pytest.mark.parametrize("value", ["", "   ", "Basic dXNlcjpwYXNz"])
+async def test_empty_or_other_authorization_is_no_bearer_credential(
+    app: EdgeAuth, value: str
+) -> None:
+    """An empty Authorization or another scheme counts as no bearer credential (401 missing)."""
+    r = await call(app, raw_path=b"/api/v1/x", headers=[("authorization", value)])
+    assert r.status == 401
+    assert r.json()["code"] == "missing_credentials"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "x-forwarded-uri",
+        "X-Forwarded-Method",
+        "x-forwarded-client-cert",
+        "X_Forwarded_Anything",
+        "x-ssl-client-s-dn",
+        "x-client-verify",
+    ],
+)
+async def test_every_proxy_only_header_from_untrusted_peers_is_removed(
+    app: EdgeAuth, name: str
+) -> None:
+    """All X-Forwarded-* and TLS client-certificate headers are removed from untrusted peers."""
+    r = await call(app, raw_path=b"/public/x", headers=[(name, "spoofed")], client=("::1", 1))
+    assert "spoofed" not in json.dumps(r.json()["headers"])

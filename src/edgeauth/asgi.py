@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import quote
 
-from .forwarded import client_address
+from .forwarded import UNTRUSTED_PREFIXES, client_address
 from .model import RequestView
 from .policy import Policy
 from .responses import Rendered
@@ -48,7 +48,8 @@ def view_from_scope(scope: Scope, policy: Policy) -> tuple[RequestView, list[tup
     mapped: dict[str, tuple[str, ...]] = {}
     for name, value in scope["headers"]:
         key = name.lower()
-        if (key.replace(b"_", b"-") if b"_" in key else key) in drop:
+        norm = key.replace(b"_", b"-") if b"_" in key else key
+        if norm in drop or (not trusted and norm.startswith(UNTRUSTED_PREFIXES)):
             continue
         headers.append((name, value))
         text_key = key.decode("latin-1")

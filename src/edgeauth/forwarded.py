@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 
-__all__ = ["FORWARDING_HEADERS", "client_address", "rate_key"]
+__all__ = ["FORWARDING_HEADERS", "UNTRUSTED_PREFIXES", "client_address", "rate_key"]
 
 # Headers through which a proxy tells the app about the client and the original
 # request: removed from untrusted peers (frameworks read all of these:
@@ -28,8 +28,14 @@ FORWARDING_HEADERS = frozenset(
         b"x-forwarded-ssl",
         b"x-forwarded-scheme",
         b"x-real-ip",
+        b"x-client-cert",
+        b"x-client-verify",
+        b"x-client-dn",
     }
 )
+# Whole families only proxies may set: every X-Forwarded-* (-Uri, -Method,
+# -Client-Cert for mTLS identity, ...) and the TLS client-certificate headers.
+UNTRUSTED_PREFIXES = (b"x-forwarded-", b"x-ssl-client-", b"ssl-client-")
 
 
 def client_address(

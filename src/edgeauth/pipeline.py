@@ -525,10 +525,12 @@ def _bearer(values: tuple[str, ...]) -> str | None:
         raise BadRequest("more than one Authorization header")
     if not values:
         return None
-    scheme, _, token = values[0].strip().partition(" ")
-    if scheme.lower() != "bearer":
+    # Any whitespace after the scheme: "Bearer<TAB>token" is a bearer credential
+    # to many apps, so it is one here too (and verified, not passed on unseen).
+    parts = values[0].split(None, 1)
+    if not parts or parts[0].lower() != "bearer":
         return None  # another scheme (Basic, ...) is not a bearer credential
-    return token.strip()  # "Bearer" with an empty token is presented and invalid
+    return parts[1].strip() if len(parts) > 1 else ""  # "Bearer" alone: presented, invalid
 
 
 def _single(values: tuple[str, ...], name: str) -> str | None:

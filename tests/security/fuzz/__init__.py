@@ -1,0 +1,1 @@
+"""The fuzz targets (``fuzz_edge.py``) and their committed corpus (``corpus/``)."""
