@@ -90,12 +90,14 @@ class Matcher(Generic[T]):
     hosts: tuple[HostPattern, ...] | None
     target: T
 
-    def matches(self, method: str, host: str, path: str) -> bool:
+    def accepts(self, method: str, host: str) -> bool:
+        """Do the method and host fit (the path aside)?"""
         if self.methods is not None and method not in self.methods:
             return False
-        if self.hosts is not None and not any(h.matches(host) for h in self.hosts):
-            return False
-        return any(p.fullmatch(path) for p in self.patterns)
+        return self.hosts is None or any(h.matches(host) for h in self.hosts)
+
+    def matches(self, method: str, host: str, path: str) -> bool:
+        return self.accepts(method, host) and any(p.fullmatch(path) for p in self.patterns)
 
 
 class RuleSet(Generic[T]):
@@ -129,7 +131,9 @@ class RuleSet(Generic[T]):
         if found is None:
             return None
         first = int(found.lastgroup[1:]) if found.lastgroup else 0
-        for m in self._matchers[first:]:
+        if self._matchers[first].accepts(method, host):
+            return self._matchers[first].target  # its path matched already
+        for m in self._matchers[first + 1 :]:
             if m.matches(method, host, path):
                 return m.target
         return None
