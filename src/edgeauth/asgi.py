@@ -3,14 +3,16 @@ edge responses sent. No decisions are made here."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import quote
 
 from .forwarded import UNTRUSTED_PREFIXES, client_address
-from .model import RequestView
+from .model import Allow, Code, Denial, Preflight, RequestView
+from .pipeline import Engine
 from .policy import Policy
-from .responses import Rendered
+from .responses import Rendered, render_denial, render_preflight
 
 __all__ = [
     "ASGIApp",
@@ -18,6 +20,7 @@ __all__ = [
     "Receive",
     "Scope",
     "Send",
+    "decide",
     "raw_path",
     "send_rendered",
     "view_from_scope",
@@ -29,6 +32,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+log = logging.getLogger("edgeauth")
 
 
 def view_from_scope(scope: Scope, policy: Policy) -> tuple[RequestView, list[tuple[bytes, bytes]]]:
@@ -71,6 +76,30 @@ def view_from_scope(scope: Scope, policy: Policy) -> tuple[RequestView, list[tup
         websocket=scope["type"] == "websocket",
     )
     return view, headers
+
+
+async def decide(
+    scope: Scope, send: Send, policy: Policy, engine: Engine
+) -> tuple[Allow, RequestView, list[tuple[bytes, bytes]]] | None:
+    """The front-ends' common first step: decide the request in ``scope``.
+
+    Denials and preflights are answered here (None is returned); an allowed
+    request comes back with its view and its stripped headers to forward.
+    """
+    try:
+        view, headers = view_from_scope(scope, policy)
+    except Exception:
+        log.exception("cannot read the request scope")
+        await send_rendered(scope, send, render_denial(Denial("-", Code.INTERNAL_ERROR), "GET"))
+        return None
+    outcome = await engine.evaluate(view)
+    if isinstance(outcome, Allow):
+        return outcome, view, headers
+    if isinstance(outcome, Preflight):
+        await send_rendered(scope, send, render_preflight(outcome))
+    else:
+        await send_rendered(scope, send, render_denial(outcome, view.method))
+    return None
 
 
 def raw_path(scope: Scope) -> bytes:

@@ -20,16 +20,16 @@ from .asgi import (
     Receive,
     Scope,
     Send,
+    decide,
     send_rendered,
-    view_from_scope,
     withhold_credentials,
 )
 from .audit import AuditSink
 from .config import load_policy
-from .model import Allow, Code, Denial, Preflight, RequestView
+from .model import Allow, Code, Denial, RequestView
 from .pipeline import Engine
 from .policy import Policy
-from .responses import Rendered, error_body, render_denial, render_preflight
+from .responses import Rendered, error_body, render_denial
 
 __all__ = ["ASGIApp", "EdgeAuth", "IdentityRequired"]
 
@@ -75,19 +75,10 @@ class EdgeAuth:
                 send = self._closing(send)
             await self.app(scope, receive, send)
             return
-        try:
-            view, headers = view_from_scope(scope, self.policy)
-        except Exception:
-            log.exception("cannot read the request scope")
-            await send_rendered(scope, send, render_denial(Denial("-", Code.INTERNAL_ERROR), "GET"))
-            return
-        outcome = await self.engine.evaluate(view)
-        if isinstance(outcome, Allow):
-            await self._forward(scope, receive, send, outcome, headers, view)
-        elif isinstance(outcome, Preflight):
-            await send_rendered(scope, send, render_preflight(outcome))
-        else:
-            await send_rendered(scope, send, render_denial(outcome, view.method))
+        decided = await decide(scope, send, self.policy, self.engine)
+        if decided is not None:
+            allow, view, headers = decided
+            await self._forward(scope, receive, send, allow, headers, view)
 
     def _closing(self, send: Send) -> Send:
         """Release the policy's connections (Redis, JWKS) when the app shuts down."""

@@ -28,13 +28,13 @@ from urllib.parse import quote_from_bytes
 import aiohttp
 import yarl
 
-from .asgi import Receive, Scope, Send, send_rendered, view_from_scope, withhold_credentials
+from .asgi import Receive, Scope, Send, decide, send_rendered, withhold_credentials
 from .errors import BadRequest
 from .headers import HOP_BY_HOP
-from .model import Allow, Code, Denial, Header, Preflight, RequestView
+from .model import Allow, Code, Denial, Header, RequestView
 from .pipeline import Engine
 from .policy import Policy
-from .responses import Rendered, render_denial, render_preflight
+from .responses import Rendered, render_denial
 
 __all__ = ["Proxy", "drop_hop_by_hop", "request_headers", "response_headers"]
 
@@ -265,18 +265,9 @@ class Proxy:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             return  # the lifespan is the server's (EdgeServer)
-        try:
-            view, headers = view_from_scope(scope, self.policy)
-        except Exception:
-            log.exception("cannot read the request scope")
-            await send_rendered(scope, send, render_denial(Denial("-", Code.INTERNAL_ERROR), "GET"))
-            return
-        outcome = await self.engine.evaluate(view)
-        if isinstance(outcome, Preflight):
-            await send_rendered(scope, send, render_preflight(outcome))
-        elif isinstance(outcome, Denial):
-            await send_rendered(scope, send, render_denial(outcome, view.method))
-        else:
+        decided = await decide(scope, send, self.policy, self.engine)
+        if decided is not None:
+            outcome, view, headers = decided
             client = scope.get("client")
             peer = client[0] if client else None
             websocket = scope["type"] == "websocket"
