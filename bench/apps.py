@@ -58,16 +58,8 @@ async def pyjwt_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 def guarded_app() -> Any:
-    """The raw app behind EdgeAuth with the benchmark policy (``BENCH_POLICY``)."""
-    import logging
-
+    """The raw app behind EdgeAuth with the benchmark policy (``BENCH_POLICY``,
+    whose ``[audit] file`` receives the denials)."""
     from edgeauth import EdgeAuth, load_policy
 
-    audit_file = os.environ.get("BENCH_AUDIT_FILE")
-    if audit_file:
-        handler = logging.FileHandler(audit_file)
-        audit = logging.getLogger("edgeauth.audit")
-        audit.addHandler(handler)
-        audit.setLevel(logging.INFO)
-        audit.propagate = False
     return EdgeAuth(raw_app, policy=load_policy(os.environ["BENCH_POLICY"]))

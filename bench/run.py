@@ -231,7 +231,10 @@ def write_policy(work: Path, rsa_pem: bytes, upstream: str | None = None, listen
             f'[server]\nlisten = "{listen}"\nupstream = "{upstream}"\n\n'
             '[forward_auth]\ndialect = "nginx"\ntrusted = ["127.0.0.1"]\n\n'
         )
-    text = server + f"""
+    # Denials are audited to a file, as in production ([audit] file).
+    log = "audit-proxy.log" if upstream else "audit-middleware.log"
+    audit = f'[audit]\nfile = "{log}"\n\n'
+    text = server + audit + f"""
 [authenticators.session]
 type = "jwt"
 from = "cookie:session"
@@ -316,9 +319,8 @@ def run(bench: Bench, work: Path, args: argparse.Namespace) -> int:
         for i in range(TOKENS):
             f.write(jwt.encode({"sub": f"user-{i}", "role": ["user"], **claims}, SECRET, algorithm="HS256") + "\n")
     policy = write_policy(work, pem)
-    audit_file = str(work / "audit.log")
     env = {"BENCH_SECRET": SECRET, "BENCH_ISSUER": ISSUER, "BENCH_AUDIENCE": AUDIENCE,
-           "BENCH_POLICY": str(policy), "BENCH_AUDIT_FILE": audit_file, "PYTHONPATH": str(ROOT)}
+           "BENCH_POLICY": str(policy), "PYTHONPATH": str(ROOT)}
 
     only = args.only
     wanted = lambda prefix: not only or prefix.startswith(only) or only.startswith(prefix)  # noqa: E731

@@ -131,3 +131,120 @@ def test_request_ids_are_unique_and_do_not_count_requests() -> None:
     assert all(len(i) == 16 and int(i, 16) >= 0 for i in ids)
     steps = {int(b, 16) - int(a, 16) for a, b in itertools.pairwise(ids)}
     assert 1 not in steps
+
+
+# [audit] file ---------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def file_lines(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+async def test_audit_file_gets_one_line_per_denial_and_not_the_logger(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With [audit] file (relative to the policy), denials are lines in that file."""
+    app = guarded(tmp_path, '[audit]\nfile = "audit.log"\n' + SEED_POLICY)
+    with caplog.at_level(logging.INFO, logger="edgeauth.audit"):
+        await call(app, raw_path=b"/api/protected/x")
+        await call(app, raw_path=b"/api/protected/x", headers=[("cookie", "session=a.b.c")])
+        await call(app, raw_path=b"/public/x")
+    events = file_lines(tmp_path / "audit.log")
+    assert [e["code"] for e in events] == ["missing_credentials", "invalid_token"]
+    assert all(set(e) == FIELDS for e in events)
+    assert audit_lines(caplog) == []
+    assert oct((tmp_path / "audit.log").stat().st_mode & 0o777) == "0o640"
+    await app.policy.aclose()
+
+
+def test_audit_file_survives_rotation(tmp_path: Path) -> None:
+    """Moved away (logrotate): the next events, within a second, go to a new file."""
+    from edgeauth.audit import FileAuditSink
+
+    clock = FakeClock()
+    path = tmp_path / "audit.log"
+    sink = FileAuditSink(path, clock=clock)
+    sink.emit({"n": 1})
+    path.rename(tmp_path / "audit.log.1")
+    sink.emit({"n": 2})  # the descriptor still points at the moved file
+    clock.now += 1.0
+    sink.emit({"n": 3})
+    sink.close()
+    assert file_lines(tmp_path / "audit.log.1") == [{"n": 1}, {"n": 2}]
+    assert file_lines(path) == [{"n": 3}]
+
+
+def test_audit_file_outage_falls_back_to_the_logger_and_recovers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No event is lost while the file cannot be written; the outage is logged once."""
+    from edgeauth.audit import FileAuditSink
+
+    clock = FakeClock()
+    folder = tmp_path / "logs"
+    sink = FileAuditSink(folder / "audit.log", clock=clock)
+    with caplog.at_level(logging.INFO):
+        sink.emit({"outcome": "deny", "n": 1})
+        sink.emit({"outcome": "deny", "n": 2})
+        folder.mkdir()
+        clock.now += 1.0
+        sink.emit({"outcome": "deny", "n": 3})
+    sink.close()
+    assert [
+        json.loads(r.getMessage())["n"] for r in caplog.records if r.name == "edgeauth.audit"
+    ] == [1, 2]
+    errors = [r for r in caplog.records if r.name == "edgeauth" and r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "audit.log" in errors[0].getMessage()
+    assert any("again" in r.getMessage() for r in caplog.records if r.name == "edgeauth")
+    assert file_lines(folder / "audit.log") == [{"outcome": "deny", "n": 3}]
+
+
+def test_audit_file_lines_from_two_writers_stay_whole(tmp_path: Path) -> None:
+    """Two workers appending to one file: every line is one whole event."""
+    from edgeauth.audit import FileAuditSink
+
+    path = tmp_path / "audit.log"
+    first, second = FileAuditSink(path), FileAuditSink(path)
+    for i in range(500):
+        first.emit({"writer": 1, "i": i, "pad": "x" * 300})
+        second.emit({"writer": 2, "i": i, "pad": "y" * 300})
+    first.close()
+    second.close()
+    events = file_lines(path)
+    assert len(events) == 1000
+    assert [e["i"] for e in events if e["writer"] == 1] == list(range(500))
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("missing/audit.log", "existing folder"), (".", "a file path"), ("", "a file path")],
+)
+def test_audit_file_that_cannot_be_a_file_is_a_config_error(
+    tmp_path: Path, value: str, expected: str
+) -> None:
+    from edgeauth import ConfigError, load_policy
+
+    from .helpers import write_policy
+
+    path = write_policy(tmp_path, f'[audit]\nfile = "{value}"\n' + SEED_POLICY)
+    with pytest.raises(ConfigError) as info:
+        load_policy(path)
+    text = str(info.value)
+    assert "audit.file" in text and expected in text and "line 2" in text
+
+
+def test_audit_time_is_utc_to_the_second() -> None:
+    from edgeauth.pipeline import _iso
+
+    assert _iso(0.0) == "1970-01-01T00:00:00Z"
+    assert _iso(1764300000.9) == "2025-11-28T03:20:00Z"
+    assert _iso(1764300001.0) == "2025-11-28T03:20:01Z"
+    assert _iso(1764300000.2) == "2025-11-28T03:20:00Z"

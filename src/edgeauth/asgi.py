@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import quote
 
-from .forwarded import UNTRUSTED_PREFIXES, client_address
+from .forwarded import client_address
 from .model import Allow, Code, Denial, Preflight, RequestView
 from .pipeline import Engine
 from .policy import Policy
@@ -48,32 +48,37 @@ def view_from_scope(scope: Scope, policy: Policy) -> tuple[RequestView, list[tup
     # One pass: drop identity headers in every spelling (and, from untrusted
     # peers, X-Forwarded-* and Forwarded, which frameworks reading a CGI-style
     # environ also take in their X_Forwarded_Host spelling), and index the rest.
-    drop = policy.identity.stripped_bytes if trusted else policy.identity.stripped_untrusted
+    # How a name is treated is memoized per name (IdentityHeaders.classify).
+    names = policy.identity.names
+    classify = policy.identity.classify
+    which = 0 if trusted else 1
     headers: list[tuple[bytes, bytes]] = []
     mapped: dict[str, tuple[str, ...]] = {}
     for name, value in scope["headers"]:
-        key = name.lower()
-        norm = key.replace(b"_", b"-") if b"_" in key else key
-        if norm in drop or (not trusted and norm.startswith(UNTRUSTED_PREFIXES)):
+        key = (names.get(name) or classify(name))[which]
+        if key is None:
             continue
         headers.append((name, value))
-        text_key = key.decode("latin-1")
-        previous = mapped.get(text_key)
         text = value.decode("latin-1")
-        mapped[text_key] = (text,) if previous is None else (*previous, text)
+        previous = mapped.get(key)
+        mapped[key] = (text,) if previous is None else (*previous, text)
     scheme = "https" if scope.get("scheme") in ("https", "wss") else "http"
+    address = peer
     if trusted:
         proto = mapped.get("x-forwarded-proto")
         if proto and proto[-1].strip().lower() in ("http", "https"):
             scheme = proto[-1].strip().lower()
+        address = client_address(peer, mapped.get("x-forwarded-for", ()), policy.trusts)
+    websocket = scope["type"] == "websocket"
+    raw = scope.get("raw_path")
     view = RequestView(
-        method="GET" if scope["type"] == "websocket" else scope["method"].upper(),
-        raw_path=raw_path(scope),
-        query=scope.get("query_string", b""),
-        headers=mapped,
-        scheme=scheme,
-        client=client_address(peer, mapped.get("x-forwarded-for", ()), policy.trusts),
-        websocket=scope["type"] == "websocket",
+        "GET" if websocket else scope["method"].upper(),
+        raw if type(raw) is bytes else raw_path(scope),
+        scope.get("query_string", b""),
+        mapped,
+        scheme,
+        address,
+        websocket,
     )
     return view, headers
 

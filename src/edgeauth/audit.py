@@ -2,20 +2,23 @@
 
 Events go to the standard logger ``edgeauth.audit`` as one JSON object per
 line: denials at WARNING (so they are visible even before logging is
-configured), allows at INFO. An event never holds a token, cookie, key or
-secret: credentials appear only as a fingerprint, the first 12 hex digits of
-their SHA-256.
+configured), allows at INFO. With ``[audit] file`` they are appended to that
+file instead (:class:`FileAuditSink`), one ``write`` per event. An event
+never holds a token, cookie, key or secret: credentials appear only as a
+fingerprint, the first 12 hex digits of their SHA-256.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-from collections.abc import Mapping
+import os
+import time
+from collections.abc import Callable, Mapping
+from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any, Protocol
 
-__all__ = ["AuditSink", "LoggingAuditSink", "fingerprint"]
+__all__ = ["AuditSink", "FileAuditSink", "LoggingAuditSink", "encode_event", "fingerprint"]
 
 
 class AuditSink(Protocol):
@@ -31,8 +34,24 @@ def fingerprint(credential: str) -> str:
     return hashlib.sha256(credential.encode("utf-8", "surrogateescape")).hexdigest()[:12]
 
 
-# One encoder for every event (json.dumps with options builds a new one per call).
-_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
+def _unencodable(value: object) -> Any:
+    raise TypeError(f"audit event value of type {type(value).__name__} is not JSON")
+
+
+# One C encoder for every event: json.dumps, and JSONEncoder.encode too, build a
+# new one per call. Events are flat, so there is no cycle to look for.
+_CHUNKS = c_make_encoder(
+    None, _unencodable, encode_basestring_ascii, None, ":", ",", False, False, True
+)
+
+
+def encode_event(event: Mapping[str, Any]) -> str:
+    """An event as one line of compact, ASCII-only JSON (no newline).
+
+    >>> encode_event({"outcome": "deny", "status": 401, "reason": None})
+    '{"outcome":"deny","status":401,"reason":null}'
+    """
+    return "".join(_CHUNKS(event, 0))
 
 
 class LoggingAuditSink:
@@ -45,8 +64,91 @@ class LoggingAuditSink:
         level = logging.INFO if event.get("outcome") == "allow" else logging.WARNING
         logger = self._logger
         if logger.isEnabledFor(level):
-            message = _ENCODE(event)
+            message = encode_event(event)
             # makeRecord + handle is what Logger.log does, minus the stack walk
             # that finds the caller: that walk costs more than the event itself.
             record = logger.makeRecord(logger.name, level, "edgeauth", 0, message, (), None)
             logger.handle(record)
+
+
+log = logging.getLogger("edgeauth")
+
+
+class FileAuditSink:
+    """Appends each event as one JSON line to a file.
+
+    Each event is one ``write(2)`` on a descriptor opened with ``O_APPEND``:
+    lines from several workers sharing the file never interleave, and nothing
+    waits in a buffer (an event is in the file when :meth:`emit` returns). This
+    skips the ``logging`` machinery, which costs more than the event itself.
+
+    The file is created if missing (mode 0640) and reopened when it has been
+    moved or deleted (log rotation), checked at most once a second. While it
+    cannot be written, events go to ``fallback`` (the ``edgeauth.audit``
+    logger), so none is lost; the outage and the recovery are logged once.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        fallback: AuditSink | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.path = os.fspath(path)
+        self._fallback = fallback or LoggingAuditSink()
+        self._clock = clock
+        self._fd: int | None = None
+        self._file_id: tuple[int, int] | None = None
+        self._checked = float("-inf")
+        self._failing = False
+        self._open_error: OSError | None = None
+
+    def emit(self, event: Mapping[str, Any]) -> None:
+        line = (encode_event(event) + "\n").encode("ascii")
+        now = self._clock()
+        if now - self._checked >= _REOPEN_CHECK_SECONDS:
+            self._checked = now
+            self._reopen_if_moved()
+        try:
+            if self._fd is None:
+                raise OSError(f"cannot open {self.path}: {self._open_error}")
+            written = os.write(self._fd, line)
+            if written != len(line):
+                raise OSError(f"short write to {self.path} (disk full?)")
+        except OSError as exc:
+            if not self._failing:
+                self._failing = True
+                log.error("cannot write the audit file, using the edgeauth.audit logger: %s", exc)
+            self._fallback.emit(event)
+            return
+        if self._failing:
+            self._failing = False
+            log.warning("writing the audit file %s again", self.path)
+
+    def close(self) -> None:
+        """Close the file (a later event opens it again)."""
+        if self._fd is not None:
+            os.close(self._fd)
+        self._fd, self._file_id = None, None
+        self._checked = float("-inf")
+
+    def _reopen_if_moved(self) -> None:
+        try:
+            st = os.stat(self.path)
+            if self._fd is not None and (st.st_dev, st.st_ino) == self._file_id:
+                return
+        except OSError:
+            pass  # moved away or deleted: open (create) it again
+        self.close()
+        self._checked = self._clock()
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        except OSError as exc:
+            self._open_error = exc
+            return  # emit reports it and falls back
+        st = os.fstat(fd)
+        self._fd, self._file_id = fd, (st.st_dev, st.st_ino)
+
+
+_REOPEN_CHECK_SECONDS = 1.0

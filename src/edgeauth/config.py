@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .audit import FileAuditSink
 from .authn.apikey import ApiKeyAuthenticator, load_keys_file
 from .authn.base import Authenticator, CredentialSource
 from .authn.cache import TokenCache
@@ -155,6 +156,7 @@ class _Cache(_Model):
 
 class _Audit(_Model):
     allows: bool = False
+    file: str | None = None
 
 
 class _State(_Model):
@@ -258,6 +260,7 @@ class _Builder:
         default = self.validate(_Default, data.get("default", {}), ("default",)) or _Default()
         cache_m = self.validate(_Cache, data.get("cache", {}), ("cache",)) or _Cache()
         audit = self.validate(_Audit, data.get("audit", {}), ("audit",)) or _Audit()
+        audit_sink = self._audit_sink(audit.file)
         state_m = self.validate(_State, data.get("state", {}), ("state",))
         protection = self.validate(_Protection, data.get("protection", {}), ("protection",))
         settings = self._state(state_m) if state_m is not None else StateSettings()
@@ -311,6 +314,7 @@ class _Builder:
             server=server,
             default_allow=default.action == "allow",
             audit_allows=audit.allows,
+            audit_sink=audit_sink,
             forward_auth=forward_auth,
             state=State.build(settings),
             failed_auth=failed_auth,
@@ -720,6 +724,16 @@ class _Builder:
 
     def _path(self, value: str) -> str:
         return str(self.base / value)
+
+    def _audit_sink(self, value: str | None) -> FileAuditSink | None:
+        if value is None:
+            return None
+        path = Path(self._path(value))
+        if not value or path.is_dir():
+            self.issue(("audit", "file"), f"expected a file path, got {value!r}")
+        elif not path.parent.is_dir():
+            self.issue(("audit", "file"), f"expected a file in an existing folder, got {value!r}")
+        return FileAuditSink(path)
 
 
 def _related(loc: Loc, failed: Loc) -> bool:

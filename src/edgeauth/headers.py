@@ -17,7 +17,7 @@ from typing import Literal
 from urllib.parse import quote
 
 from .errors import InvalidCredentials
-from .forwarded import FORWARDING_HEADERS
+from .forwarded import FORWARDING_HEADERS, UNTRUSTED_PREFIXES
 from .model import Header, Identity
 
 __all__ = [
@@ -64,6 +64,7 @@ HOP_BY_HOP = frozenset(
 RESERVED = frozenset({"authorization", "cookie", "host", "content-length", *HOP_BY_HOP})
 
 _MEMO_SIZE = 4096
+_MEMO_NAME_BYTES = 64  # longer header names are classified every time, not memoized
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1
 _PRINTABLE_BUT_PERCENT = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 §5.6.2
@@ -176,6 +177,41 @@ class IdentityHeaders:
         self.stripped_untrusted = self.stripped_bytes | FORWARDING_HEADERS
         """Also X-Forwarded-* and Forwarded: what untrusted peers may not send."""
         self._built: dict[tuple[int, bool], tuple[Identity, tuple[Header, ...]]] = {}
+        self._encoded: dict[int, tuple[tuple[Header, ...], list[tuple[bytes, bytes]]]] = {}
+        self.names: dict[bytes, tuple[str | None, str | None]] = {}
+        """ASGI header name -> (its key when kept from a trusted peer, from an
+        untrusted one); None when it is stripped. Filled by :meth:`classify`."""
+
+    def classify(self, name: bytes) -> tuple[str | None, str | None]:
+        """How an incoming header ``name`` is treated: its lower-case text key
+        when kept, None when stripped, for a trusted and for an untrusted peer.
+        Names repeat from request to request, so the answer is memoized in
+        :attr:`names` (bounded; long names are not kept)."""
+        key = name.lower()
+        norm = key.replace(b"_", b"-")
+        text = key.decode("latin-1")
+        trusted = None if norm in self.stripped_bytes else text
+        untrusted = (
+            None if norm in self.stripped_untrusted or norm.startswith(UNTRUSTED_PREFIXES) else text
+        )
+        if len(name) <= _MEMO_NAME_BYTES:
+            if len(self.names) >= _MEMO_SIZE:
+                self.names.clear()
+            self.names[name] = (trusted, untrusted)
+        return trusted, untrusted
+
+    def encoded(self, headers: tuple[Header, ...]) -> list[tuple[bytes, bytes]]:
+        """``headers`` (from :meth:`build`) as ASGI pairs; memoized like :meth:`build`.
+        The caller must not change the list."""
+        memo = self._encoded.get(id(headers))
+        if memo is not None and memo[0] is headers:
+            return memo[1]
+        # Values are ASCII: build() percent-encodes everything else.
+        result = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers]
+        if len(self._encoded) >= _MEMO_SIZE:
+            self._encoded.clear()
+        self._encoded[id(headers)] = (headers, result)
+        return result
 
     def strip(self, raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         """ASGI header pairs without any spelling of a stripped name."""

@@ -102,13 +102,36 @@ class EdgeAuth:
         if allow.withheld:
             headers = withhold_credentials(headers, allow.withheld)
         if allow.upstream_headers:
-            headers = [*headers, *((n.encode(), v.encode()) for n, v in allow.upstream_headers)]
+            headers += self.policy.identity.encoded(allow.upstream_headers)
         inner = dict(scope)
         inner["path"] = allow.path
         inner["raw_path"] = allow.raw_path
         inner["headers"] = headers
         inner["edgeauth"] = allow.identity
         inner["edgeauth.request_id"] = allow.request_id
+        if not (
+            allow.response_headers or self.engine.watches_upstream or allow.max_body is not None
+        ):
+            # The common allowed request (no CORS, limits or body limit): nothing
+            # to add to the response, nothing to watch.
+            try:
+                await self.app(inner, receive, send)
+            except IdentityRequired:
+                await send_rendered(scope, send, _identity_required(allow.request_id))
+            return
+        await self._forward_watched(scope, inner, receive, send, allow, view)
+
+    async def _forward_watched(
+        self,
+        scope: Scope,
+        inner: Scope,
+        receive: Receive,
+        send: Send,
+        allow: Allow,
+        view: RequestView,
+    ) -> None:
+        """Call the app with the response headers added (CORS, RateLimit-*), its
+        status reported to the engine and its request body bounded."""
         started = responded = False
         extra = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in allow.response_headers]
 
@@ -154,11 +177,8 @@ class EdgeAuth:
                         return {"type": "http.disconnect"}
                 return message
 
-        # The wrapper is only needed when it has work to do (the common
-        # allowed request with no CORS, limits or body limit skips it).
-        wrap = bool(extra) or self.engine.watches_upstream or allow.max_body is not None
         try:
-            await self.app(inner, app_receive, send_wrapper if wrap else send)
+            await self.app(inner, app_receive, send_wrapper)
         except IdentityRequired:
             if started:
                 raise

@@ -1,9 +1,14 @@
-"""Frozen value types shared by the engine and the front-ends.
+"""Value types shared by the engine and the front-ends.
 
 A front-end turns its wire request into a :class:`RequestView`, hands it to the
 pipeline, and renders the :data:`Outcome` it gets back: an :class:`Allow` (forward,
 with these headers), a :class:`Denial` (answer with this status and code) or a
 :class:`Preflight` (a CORS preflight answered at the edge).
+
+All are treated as immutable. :class:`Identity` is frozen (the verified-token
+cache shares one object between requests); the per-request types are plain
+slotted classes, because building a frozen dataclass costs several times as
+much and there are two or three per request.
 """
 
 from __future__ import annotations
@@ -129,7 +134,7 @@ class Identity:
     expires_at: float | None = None
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(slots=True, eq=False)
 class RequestView:
     """What the engine sees of a request.
 
@@ -152,7 +157,7 @@ class RequestView:
         return values[0] if values else None
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(slots=True, eq=False)
 class Allow:
     """Forward the request: to ``raw_path`` (canonical), with ``upstream_headers`` set.
 
@@ -174,7 +179,7 @@ class Allow:
     """The rule has CORS: ``Access-Control-*`` from the app are replaced."""
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(slots=True, eq=False)
 class Denial:
     """Answer the request here with ``code``.
 
@@ -195,7 +200,7 @@ class Denial:
         return self.code.status
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(slots=True, eq=False)
 class Preflight:
     """A CORS preflight granted at the edge: 204 with these headers."""
 

@@ -22,12 +22,11 @@ inside it becomes a 500 ``internal_error`` denial: the decision fails closed.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote_from_bytes
 
@@ -53,9 +52,21 @@ _PREFLIGHT_REFUSED = "CORS preflight refused"
 _LOGIN_CODES = frozenset({Code.MISSING_CREDENTIALS, Code.INVALID_TOKEN, Code.REVOKED})
 _FAILED_AUTH = frozenset({Code.INVALID_TOKEN, Code.REVOKED})
 _STORE_DOWN = "Temporarily unavailable"
+# RFC 6750 §3: the challenge on API denials for a missing, bad or too weak token.
+_CHALLENGES: dict[Code, Header] = {
+    Code.MISSING_CREDENTIALS: ("www-authenticate", _REALM),
+    Code.INVALID_TOKEN: ("www-authenticate", f'{_REALM}, error="invalid_token"'),
+    Code.REVOKED: ("www-authenticate", f'{_REALM}, error="invalid_token"'),
+    Code.INSUFFICIENT_SCOPE: ("www-authenticate", f'{_REALM}, error="insufficient_scope"'),
+}
+
+_ROUTE_MEMO_SIZE = 4096
+_ROUTE_MEMO_PATH_BYTES = 1024  # longer paths are canonicalized and matched every time
 
 _Refusal = tuple[Code, tuple[Header, ...]]
 """A rate-limit or lockout refusal: the code and the headers that explain it."""
+_Route = tuple[CanonicalPath, bytes]
+"""A canonical path and its raw form as bytes (what the upstream gets)."""
 
 
 def new_request_id() -> str:
@@ -64,30 +75,32 @@ def new_request_id() -> str:
 
 
 def request_ids() -> Callable[[], str]:
-    """Unique request ids: a random per-process prefix and a counter (no
-    system call per request)."""
-    prefix = secrets.token_hex(3)
-    salt = secrets.randbits(40)
-    counter = itertools.count(1)
-    # An odd multiplier modulo 2**40 is a bijection: ids stay unique for 2**40
-    # requests without telling clients how many requests came before theirs.
-    mask, odd = (1 << 40) - 1, 0x9E3779B97F | 1
-    return lambda: f"{prefix}{((next(counter) * odd) + salt) & mask:010x}"
+    """Request ids: 64 random bits as 16 hex digits, drawn from a pool refilled
+    1,024 at a time (one system call per refill, not per request). Unique in
+    practice (a collision is expected after about 2**32 ids) and they do not
+    tell clients how many requests came before theirs."""
+
+    def pool() -> Iterator[str]:
+        while True:
+            digits = secrets.token_hex(8 * 1024)
+            yield from [digits[i : i + 16] for i in range(0, len(digits), 16)]
+
+    return pool().__next__
 
 
 class _Trace:
-    """What the audit event needs to know, filled in as the decision goes."""
+    """What the audit event needs to know, filled in as the decision goes.
 
-    __slots__ = ("authenticator", "credential", "key_id", "path", "reason", "rule", "subject")
+    The defaults are class attributes: a new trace costs one allocation, and
+    only what a decision sets is stored."""
 
-    def __init__(self) -> None:
-        self.path: str | None = None
-        self.rule: str | None = None
-        self.subject: str | None = None
-        self.authenticator: str | None = None
-        self.credential: str | None = None  # only ever logged as a fingerprint
-        self.key_id: str | None = None
-        self.reason: str | None = None
+    path: str | None = None
+    rule: str | None = None
+    subject: str | None = None
+    authenticator: str | None = None
+    credential: str | None = None  # only ever logged as a fingerprint
+    key_id: str | None = None
+    reason: str | None = None
 
 
 class Engine:
@@ -107,8 +120,9 @@ class Engine:
     ) -> None:
         self.policy = policy
         self._clock = clock
-        self._audit = audit or LoggingAuditSink()
+        self._audit = audit or policy.audit_sink or LoggingAuditSink()
         self._ids = request_ids or globals()["request_ids"]()
+        self._routes: dict[tuple[str, str, bytes], tuple[_Route, Rule | None]] = {}
         self.watches_upstream = bool(policy.upstream_401_rules)
         """Whether :meth:`upstream_response` does anything for this policy."""
 
@@ -123,9 +137,11 @@ class Engine:
             log.exception("internal error while deciding request %s", request_id)
             trace.reason = "internal error"
             outcome = Denial(request_id, Code.INTERNAL_ERROR, rule_id=trace.rule)
-        if isinstance(outcome, Denial) and outcome.code in _FAILED_AUTH:
-            await self._count_failure(view, outcome.request_id, outcome.rule_id)
-        if isinstance(outcome, Denial) or self.policy.audit_allows:
+        if type(outcome) is Denial:
+            if outcome.code in _FAILED_AUTH:
+                await self._count_failure(view, outcome.request_id, outcome.rule_id)
+            self._emit(view, outcome, trace)
+        elif self.policy.audit_allows:
             self._emit(view, outcome, trace)
         return outcome
 
@@ -148,30 +164,47 @@ class Engine:
         if status == 401 and allow.rule_id in self.policy.upstream_401_rules:
             await self._count_failure(view, allow.request_id, allow.rule_id)
 
+    def _route(self, view: RequestView, method: str, host: str) -> tuple[_Route, Rule | None]:
+        """The canonical path and the matching rule; memoized (bounded) per
+        (method, host, raw path): both depend on nothing else. BadRequest for
+        an ambiguous path is raised, not memoized."""
+        key = (method, host, view.raw_path)
+        found = self._routes.get(key)
+        if found is not None:
+            return found
+        path = canonicalize(view.raw_path)
+        found = (path, path.raw.encode()), self.policy.rules.match(method, host, path.decoded)
+        if len(view.raw_path) <= _ROUTE_MEMO_PATH_BYTES:
+            if len(self._routes) >= _ROUTE_MEMO_SIZE:
+                self._routes.clear()
+            self._routes[key] = found
+        return found
+
     async def _decide(self, view: RequestView, rid: str, trace: _Trace) -> Outcome:
+        headers = view.headers
+        for name in _SINGLE:
+            if len(headers.get(name, ())) > 1:
+                trace.reason = f"more than one {name} header"
+                return Denial(rid, Code.BAD_REQUEST)
+        origins = headers.get("origin")
+        origin = origins[0] if origins else None
+        method = view.method
+        preflight = False
+        if method == "OPTIONS" and origin is not None:
+            requested = view.header("access-control-request-method")
+            if requested is not None:
+                preflight = True
+                method = requested.upper() or method
         try:
-            path = canonicalize(view.raw_path)
+            host = _host(view) if self.policy.rules.needs_host else ""
+            (path, raw), rule = self._route(view, method, host)
         except BadRequest as exc:
             trace.reason = str(exc)
             return Denial(rid, Code.BAD_REQUEST)
         trace.path = path.raw
-        for name in _SINGLE:
-            if len(view.headers.get(name, ())) > 1:
-                trace.reason = f"more than one {name} header"
-                return Denial(rid, Code.BAD_REQUEST)
-        origin = view.header("origin")
-        requested = view.header("access-control-request-method")
-        preflight = view.method == "OPTIONS" and origin is not None and requested is not None
-        method = requested.upper() if preflight and requested else view.method
-        try:
-            host = _host(view) if self.policy.rules.needs_host else ""
-        except BadRequest as exc:
-            trace.reason = str(exc)
-            return Denial(rid, Code.BAD_REQUEST)
-        rule = self.policy.rules.match(method, host, path.decoded)
         if rule is None:
             if self.policy.default_allow:
-                return Allow(rid, "default", path.decoded, path.raw.encode())
+                return Allow(rid, "default", path.decoded, raw)
             return Denial(rid, Code.NOT_FOUND)
         trace.rule = rule.id
         cors = rule.cors.response_headers(origin) if rule.cors else ()
@@ -181,7 +214,6 @@ class Engine:
                 trace.reason = "preflight refused"
                 return Denial(rid, Code.FORBIDDEN, rule_id=rule.id, message=_PREFLIGHT_REFUSED)
             return Preflight(rid, rule.id, grant)
-        page = _is_page(rule.kind, view)
         now = self._clock()
         # The headers every later answer carries: CORS, then the RateLimit-* fields.
         extra = cors
@@ -189,16 +221,12 @@ class Engine:
         if rule.limits:
             refusal = await self._limit(rule, "ip", view, now, checked, trace)
             if refusal is not None:
-                return self._refuse(refusal, rid, rule, page, view, path, cors)
+                return self._refuse(refusal, rid, rule, view, path, cors)
             extra = _rate_headers(cors, checked)
-        length = view.header("content-length")
-        if (
-            rule.max_body is not None
-            and length
-            and length.isdigit()
-            and int(length) > rule.max_body
-        ):
-            return self._deny(Code.PAYLOAD_TOO_LARGE, rid, rule, page, view, path, extra)
+        if rule.max_body is not None:
+            length = view.header("content-length")
+            if length and length.isdigit() and int(length) > rule.max_body:
+                return self._deny(Code.PAYLOAD_TOO_LARGE, rid, rule, view, path, extra)
 
         credentials: dict[CredentialSource, str] = {}
         if rule.authenticators:
@@ -206,11 +234,11 @@ class Engine:
                 credentials = _credentials(rule, view)
             except BadRequest as exc:
                 trace.reason = str(exc)
-                return self._deny(Code.BAD_REQUEST, rid, rule, page, view, path, extra)
+                return self._deny(Code.BAD_REQUEST, rid, rule, view, path, extra)
         if self.policy.failed_auth is not None and (credentials or rule.count_upstream_401):
             refusal = await self._lockout(view, now, trace)
             if refusal is not None:
-                return self._refuse(refusal, rid, rule, page, view, path, extra)
+                return self._refuse(refusal, rid, rule, view, path, extra)
 
         identity: Identity | None = None
         source: CredentialSource | None = None
@@ -218,72 +246,69 @@ class Engine:
             try:
                 identity, source = await self._authenticate(rule, credentials, now, trace)
             except Revoked as exc:
-                return self._fail(Code.REVOKED, exc, trace, rid, rule, page, view, path, extra)
+                return self._fail(Code.REVOKED, exc, trace, rid, rule, view, path, extra)
             except InvalidCredentials as exc:
-                return self._fail(
-                    Code.INVALID_TOKEN, exc, trace, rid, rule, page, view, path, extra
-                )
+                return self._fail(Code.INVALID_TOKEN, exc, trace, rid, rule, view, path, extra)
             except AuthUnavailable as exc:
-                return self._fail(
-                    Code.AUTH_UNAVAILABLE, exc, trace, rid, rule, page, view, path, extra
-                )
+                return self._fail(Code.AUTH_UNAVAILABLE, exc, trace, rid, rule, view, path, extra)
             if identity is None and (credentials or not rule.public):
                 code = Code.INVALID_TOKEN if credentials else Code.MISSING_CREDENTIALS
                 trace.reason = "no authenticator accepted the credential" if credentials else None
-                return self._deny(code, rid, rule, page, view, path, extra)
+                return self._deny(code, rid, rule, view, path, extra)
 
-        upstream: tuple[Header, ...] = ()
+        if identity is None or source is None:
+            return Allow(
+                rid,
+                rule.id,
+                path.decoded,
+                raw,
+                response_headers=extra,
+                max_body=rule.max_body,
+                cors=rule.cors is not None,
+            )
+        trace.subject = identity.subject
+        trace.key_id = identity.key_id
+        try:
+            revoked = (await self.policy.state.revocations.snapshot()).revoked(identity, now)
+        except AuthUnavailable as exc:
+            return self._fail(Code.AUTH_UNAVAILABLE, exc, trace, rid, rule, view, path, extra)
+        if revoked:
+            trace.reason = "credential revoked"
+            return self._deny(Code.REVOKED, rid, rule, view, path, extra)
+        if source.kind == "cookie" and self._cross_site(view, rule):
+            trace.reason = "cookie credential from a foreign origin"
+            return self._deny(Code.CSRF, rid, rule, view, path, extra)
+        refused = rule.require.check(identity)
+        if refused is not None:
+            return self._deny(refused, rid, rule, view, path, extra)
+        if rule.limits:
+            refusal = await self._limit(rule, "subject", identity.subject, now, checked, trace)
+            if refusal is None and identity.credential_type == "api_key":
+                refusal = await self._limit(rule, "api_key", identity.key_id, now, checked, trace)
+            if refusal is not None:
+                return self._refuse(refusal, rid, rule, view, path, cors)
+            extra = _rate_headers(cors, checked)
+        try:
+            upstream = self.policy.identity.build(identity)
+        except InvalidCredentials as exc:
+            return self._fail(Code.INVALID_TOKEN, exc, trace, rid, rule, view, path, extra)
         withheld: tuple[str, ...] = ()
-        if identity is not None and source is not None:
-            trace.subject = identity.subject
-            trace.key_id = identity.key_id
-            try:
-                revoked = (await self.policy.state.revocations.snapshot()).revoked(identity, now)
-            except AuthUnavailable as exc:
-                return self._fail(
-                    Code.AUTH_UNAVAILABLE, exc, trace, rid, rule, page, view, path, extra
-                )
-            if revoked:
-                trace.reason = "credential revoked"
-                return self._deny(Code.REVOKED, rid, rule, page, view, path, extra)
-            if source.kind == "cookie" and self._cross_site(view, rule):
-                trace.reason = "cookie credential from a foreign origin"
-                return self._deny(Code.CSRF, rid, rule, page, view, path, extra)
-            refused = rule.require.check(identity)
-            if refused is not None:
-                return self._deny(refused, rid, rule, page, view, path, extra)
-            if rule.limits:
-                refusal = await self._limit(rule, "subject", identity.subject, now, checked, trace)
-                if refusal is None and identity.credential_type == "api_key":
-                    refusal = await self._limit(
-                        rule, "api_key", identity.key_id, now, checked, trace
-                    )
-                if refusal is not None:
-                    return self._refuse(refusal, rid, rule, page, view, path, cors)
-                extra = _rate_headers(cors, checked)
-            try:
-                upstream = self.policy.identity.build(identity)
-            except InvalidCredentials as exc:
-                return self._fail(
-                    Code.INVALID_TOKEN, exc, trace, rid, rule, page, view, path, extra
-                )
-            authenticator = self.policy.authenticators[identity.authenticator]
-            if not authenticator.forward_credential:
-                # Every place that carries this very credential (Bearer and
-                # X-API-Key may both hold the same key).
-                used = credentials[source]
-                withheld = tuple(s.place for s, value in credentials.items() if value == used)
+        if not self.policy.authenticators[identity.authenticator].forward_credential:
+            # Every place that carries this very credential (Bearer and
+            # X-API-Key may both hold the same key).
+            used = credentials[source]
+            withheld = tuple(s.place for s, value in credentials.items() if value == used)
         return Allow(
             rid,
             rule.id,
             path.decoded,
-            path.raw.encode(),
-            identity=identity,
-            upstream_headers=upstream,
-            withheld=withheld,
-            response_headers=extra,
-            max_body=rule.max_body,
-            cors=rule.cors is not None,
+            raw,
+            identity,
+            upstream,
+            withheld,
+            extra,
+            rule.max_body,
+            rule.cors is not None,
         )
 
     async def _limit(
@@ -334,14 +359,13 @@ class Engine:
         refusal: _Refusal,
         rid: str,
         rule: Rule,
-        page: bool,
         view: RequestView,
         path: CanonicalPath,
         cors: tuple[Header, ...],
     ) -> Denial:
         code, headers = refusal
         message = _STORE_DOWN if code is Code.AUTH_UNAVAILABLE else None
-        return self._deny(code, rid, rule, page, view, path, (*headers, *cors), message)
+        return self._deny(code, rid, rule, view, path, (*headers, *cors), message)
 
     async def _count_failure(self, view: RequestView, request_id: str, rule_id: str | None) -> None:
         """One failed authentication for the client; audit the lockout it may start."""
@@ -416,38 +440,33 @@ class Engine:
         trace: _Trace,
         rid: str,
         rule: Rule,
-        page: bool,
         view: RequestView,
         path: CanonicalPath,
         cors: tuple[Header, ...],
     ) -> Denial:
         trace.reason = str(exc) or type(exc).__name__
-        return self._deny(code, rid, rule, page, view, path, cors)
+        return self._deny(code, rid, rule, view, path, cors)
 
     def _deny(
         self,
         code: Code,
         rid: str,
         rule: Rule,
-        page: bool,
         view: RequestView,
         path: CanonicalPath,
         cors: tuple[Header, ...],
         message: str | None = None,
     ) -> Denial:
+        page = _is_page(rule.kind, view)
         if page and code in _LOGIN_CODES and rule.login_url:
             return Denial(
                 rid, code, rule.id, page=True, location=_login_location(rule.login_url, path, view)
             )
         headers = cors
-        if code in _LOGIN_CODES and not page:
-            challenge = (
-                _REALM if code is Code.MISSING_CREDENTIALS else f'{_REALM}, error="invalid_token"'
-            )
-            headers = (("www-authenticate", challenge), *cors)
-        elif code is Code.INSUFFICIENT_SCOPE and not page:
-            headers = (("www-authenticate", f'{_REALM}, error="insufficient_scope"'), *cors)
-        return Denial(rid, code, rule.id, page=page, headers=headers, message=message)
+        challenge = None if page else _CHALLENGES.get(code)
+        if challenge is not None:
+            headers = (challenge, *cors) if cors else (challenge,)
+        return Denial(rid, code, rule.id, page, None, headers, message)
 
     def _emit(self, view: RequestView, outcome: Outcome, trace: _Trace) -> None:
         if isinstance(outcome, Denial):
@@ -490,7 +509,15 @@ def _rate_headers(cors: tuple[Header, ...], checked: list[RateDecision]) -> tupl
 
 
 def _iso(moment: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
+    """UTC to the second; the text is reused within the second it names."""
+    global _iso_memo
+    second = int(moment)
+    if _iso_memo[0] != second:
+        _iso_memo = (second, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second)))
+    return _iso_memo[1]
+
+
+_iso_memo: tuple[int, str] = (-1, "")
 
 
 def _credentials(rule: Rule, view: RequestView) -> dict[CredentialSource, str]:

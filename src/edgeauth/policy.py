@@ -11,6 +11,7 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from .audit import FileAuditSink
 from .authn.base import Authenticator, CredentialSource
 from .authz import Requirement
 from .cors import CorsPolicy
@@ -147,6 +148,8 @@ class Policy:
     server: ServerSettings = field(default_factory=ServerSettings)
     default_allow: bool = False
     audit_allows: bool = False
+    audit_sink: FileAuditSink | None = None
+    """``[audit] file``: the events go there rather than to the logger."""
     forward_auth: ForwardAuthSettings | None = None
     state: State = field(default_factory=State)
     failed_auth: Limit | None = None
@@ -175,6 +178,8 @@ class Policy:
         for authenticator in self.authenticators.values():
             await authenticator.aclose()
         await self.state.aclose()
+        if self.audit_sink is not None:
+            self.audit_sink.close()
 
 
 def workers_issue(workers: int) -> ConfigIssue:
@@ -189,8 +194,22 @@ def workers_issue(workers: int) -> ConfigIssue:
 def _in_networks(address: str | None, networks: tuple[Network, ...]) -> bool:
     if not address or not networks:
         return False
+    # Peers repeat (gateways, keep-alive clients): answers are memoized, bounded,
+    # by (address, networks object); the tuple is kept so its id stays its own.
+    key = (address, id(networks))
+    memo = _TRUST_MEMO.get(key)
+    if memo is not None and memo[0] is networks:
+        return memo[1]
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return False
-    return any(ip in net for net in networks)
+    result = any(ip in net for net in networks)
+    if len(_TRUST_MEMO) >= _TRUST_MEMO_SIZE:
+        _TRUST_MEMO.clear()
+    _TRUST_MEMO[key] = (networks, result)
+    return result
+
+
+_TRUST_MEMO: dict[tuple[str, int], tuple[tuple[Network, ...], bool]] = {}
+_TRUST_MEMO_SIZE = 4096

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+from json.encoder import encode_basestring_ascii
 
 from .model import Code, Denial, Header, Preflight
 
@@ -45,10 +46,10 @@ def error_body(code: Code, request_id: str, message: str | None = None) -> bytes
         )[: -len('""}')].encode()
         if len(_BODY_HEADS) < 256:
             _BODY_HEADS[(code, message)] = head
-    return head + _ENCODE(request_id).encode() + b"}"
+    return head + _quote(request_id).encode() + b"}"
 
 
-_ENCODE = json.JSONEncoder(ensure_ascii=True).encode
+_quote = encode_basestring_ascii
 # The constant part of each body, per (code, message): built once.
 _BODY_HEADS: dict[tuple[Code, str | None], bytes] = {}
 
@@ -57,9 +58,23 @@ def _encode(headers: tuple[Header, ...]) -> list[tuple[bytes, bytes]]:
     return [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers]
 
 
+def _encoded_one(header: Header) -> tuple[bytes, bytes]:
+    """One header as ASGI bytes; the engine's constant headers are encoded once."""
+    found = _ENCODED.get(header)
+    if found is None:
+        found = (header[0].encode("latin-1"), header[1].encode("latin-1"))
+        if len(_ENCODED) < 1024:
+            _ENCODED[header] = found
+    return found
+
+
+_ENCODED: dict[Header, tuple[bytes, bytes]] = {}
+
+
 def render_denial(denial: Denial, method: str) -> Rendered:
     """Status, headers and body for ``denial`` answered to a ``method`` request."""
-    headers = [*_COMMON, (b"x-request-id", denial.request_id.encode()), *_encode(denial.headers)]
+    headers = [*_COMMON, (b"x-request-id", denial.request_id.encode())]
+    headers += map(_encoded_one, denial.headers)
     if denial.page and denial.location is not None:
         status = 302 if method in ("GET", "HEAD") else 303
         headers.append((b"location", denial.location.encode("ascii")))

@@ -1,7 +1,7 @@
 """The verified-token cache: skip re-verifying a token seen moments ago.
 
-Per process and bounded. An entry is keyed by (authenticator id, SHA-256 of the
-token), so the token itself is never stored, and it is dropped as soon as the
+Per process and bounded. An entry is keyed by (authenticator id, BLAKE2b-256
+digest of the token), so the token itself is never stored, and it is dropped as soon as the
 token's ``exp`` (plus the authenticator's leeway) has passed or the key that
 verified it has left the key set (rotation). Revocation is not the cache's
 business: the pipeline checks it on every request, hit or miss.
@@ -54,7 +54,8 @@ class TokenCache:
     def get(self, authenticator: str, token: str, now: float) -> Identity | None:
         """The identity cached for ``token``, or None on a miss, after
         ``expires_at``, or when the entry's key is no longer in the key set."""
-        key = (authenticator, _digest(token))
+        digest = _hash(token.encode("utf-8", "surrogatepass"), digest_size=32).digest()
+        key = (authenticator, digest)
         entry = self._entries.get(key)
         if entry is None:
             return None
@@ -86,5 +87,11 @@ class TokenCache:
 
 def _digest(token: str) -> bytes:
     # surrogatepass: a header value decoded as latin-1 or with surrogateescape
-    # must still hash, not raise.
-    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+    # must still hash, not raise. (Inlined in TokenCache.get, the hot path.)
+    return _hash(token.encode("utf-8", "surrogatepass"), digest_size=32).digest()
+
+
+# BLAKE2b: a cryptographic hash like SHA-256, implemented in the interpreter
+# rather than through OpenSSL's per-call digest lookup, which costs more than
+# hashing a token.
+_hash = hashlib.blake2b

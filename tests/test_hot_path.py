@@ -1,0 +1,121 @@
+"""The hot path's memos (routes, header names, identity headers, error headers)
+never change a decision: every answer is the one the unmemoized path gives,
+whatever came before it, and each memo stays bounded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgeauth import EdgeAuth
+
+from .helpers import API_KEY, SEED_POLICY, call, guarded, session_token
+
+HOSTS_POLICY = (
+    SEED_POLICY.replace('[default]\naction = "deny"\n', "")
+    + """
+[[rules]]
+id = "tenant-a"
+match = "/t/**"
+hosts = ["a.example"]
+public = true
+
+[[rules]]
+id = "tenant-other"
+match = "/t/**"
+authenticate = ["session"]
+
+[server]
+trusted_proxies = ["127.0.0.1/32"]
+"""
+)
+
+
+def app_for(tmp_path: Path) -> EdgeAuth:
+    return guarded(tmp_path, HOSTS_POLICY)
+
+
+async def test_same_path_decided_per_host_every_time(tmp_path: Path) -> None:
+    """One raw path, two hosts, alternating: the host rule holds each time."""
+    app = app_for(tmp_path)
+    for _ in range(3):
+        a = await call(app, raw_path=b"/t/x", headers=[("host", "a.example")])
+        b = await call(app, raw_path=b"/t/x", headers=[("host", "b.example")])
+        assert (a.status, b.status) == (200, 401)
+
+
+async def test_same_path_decided_per_method_every_time(tmp_path: Path) -> None:
+    """POST /api/login is public, GET /api/login matches no rule: alternating keeps both."""
+    app = app_for(tmp_path)
+    for _ in range(3):
+        post = await call(app, method="POST", raw_path=b"/api/login")
+        get = await call(app, method="GET", raw_path=b"/api/login")
+        assert (post.status, get.status) == (200, 404)
+
+
+async def test_ambiguous_path_refused_every_time(tmp_path: Path) -> None:
+    """A refused path is refused again (refusals are not remembered as routes)."""
+    app = app_for(tmp_path)
+    for _ in range(3):
+        r = await call(app, raw_path=b"/public/%2e%2e/%2e%2e/etc")
+        assert r.status == 400
+        ok = await call(app, raw_path=b"/public/x")
+        assert ok.status == 200
+
+
+async def test_route_memo_stays_bounded(tmp_path: Path) -> None:
+    """Distinct paths by the thousand (a scanner) do not grow memory without bound,
+    and a long path is decided like a short one."""
+    app = app_for(tmp_path)
+    for i in range(5000):
+        await call(app, raw_path=f"/public/{i}".encode())
+    assert len(app.engine._routes) <= 4096  # the documented bound of the memo
+    long = b"/public/" + b"a" * 3000
+    assert (await call(app, raw_path=long)).status == 200
+    assert (await call(app, raw_path=b"/api/protected/" + b"a" * 3000)).status == 401
+
+
+async def test_forwarded_header_kept_or_dropped_per_peer_every_time(tmp_path: Path) -> None:
+    """X-Forwarded-For from the trusted proxy reaches the app; the same header
+    name from an untrusted peer never does, in any order."""
+    app = app_for(tmp_path)
+    for _ in range(3):
+        trusted = await call(
+            app,
+            raw_path=b"/public/x",
+            headers=[("x-forwarded-for", "203.0.113.9")],
+            client=("127.0.0.1", 5000),
+        )
+        untrusted = await call(
+            app,
+            raw_path=b"/public/x",
+            headers=[("x-forwarded-for", "203.0.113.9")],
+            client=("198.51.100.7", 5000),
+        )
+        assert "x-forwarded-for" in {n for n, _ in trusted.json()["headers"]}
+        assert "x-forwarded-for" not in {n for n, _ in untrusted.json()["headers"]}
+
+
+async def test_identity_headers_follow_each_caller(tmp_path: Path) -> None:
+    """Callers interleaved (a session user, an API key, another user): each
+    request carries its own identity, never the previous one's."""
+    app = app_for(tmp_path)
+    alice = ("cookie", f"session={session_token('alice')}")
+    bob = ("cookie", f"session={session_token('bob')}")
+    key = ("authorization", f"Bearer {API_KEY}")
+    for _ in range(50):
+        for header, subject in ((alice, "alice"), (key, "svc-reporting"), (bob, "bob")):
+            r = await call(app, raw_path=b"/api/v1/me", headers=[header])
+            assert r.status == 200
+            users = [v for n, v in r.json()["headers"] if n == "x-user-id"]
+            assert users == [subject]
+
+
+async def test_denial_headers_are_the_codes_own(tmp_path: Path) -> None:
+    """Missing and invalid credentials, interleaved, keep their own challenges."""
+    app = app_for(tmp_path)
+    for _ in range(3):
+        missing = await call(app, raw_path=b"/api/protected/x")
+        bad = await call(app, raw_path=b"/api/protected/x", headers=[("cookie", "session=a.b.c")])
+        assert missing.header("www-authenticate") == 'Bearer realm="edgeauth"'
+        assert bad.header("www-authenticate") == 'Bearer realm="edgeauth", error="invalid_token"'
+        assert missing.json()["request_id"] != bad.json()["request_id"]
