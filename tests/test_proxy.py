@@ -92,6 +92,22 @@ def test_upstream_receives_the_canonical_target_byte_for_byte(raw: servers.Proce
     assert dict(fields)["X-Forwarded-Host"] == "app.test"
 
 
+def test_a_body_goes_upstream_without_headers_of_the_client_library(
+    raw: servers.Process,
+) -> None:
+    """A streamed body gets no Content-Type, User-Agent or Accept-* the client did not send."""
+    r = servers.request(raw.port, "POST", b"/public/x", [("host", "app.test")], b"abc")
+    line, fields = head_seen(r)
+    assert line == "POST /public/x HTTP/1.1"
+    assert sorted(n.lower() for n, _ in fields) == [
+        "content-length",
+        "host",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+    ]
+
+
 def test_hop_by_hop_request_headers_are_dropped(raw: servers.Process) -> None:
     """Connection, the headers it names, Keep-Alive, TE, Trailer, Proxy-*, Upgrade never go upstream."""
     headers = [
@@ -540,6 +556,34 @@ def test_slow_or_idle_head_is_cut_off(
     assert servers.upstream_log(upstream) == []
 
 
+def test_head_timeout_counts_from_each_head_on_a_kept_alive_connection(
+    echo: tuple[servers.Process, servers.Process],
+) -> None:
+    """Each head gets head_timeout from its first byte, however long the connection lived."""
+    ea, _ = echo
+    request = b"GET /public/x HTTP/1.1\r\nhost: app.test\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", ea.port), timeout=10) as s:
+        for _ in range(3):  # past the first head's deadline, on one connection
+            s.sendall(request)
+            assert _read_response(s).startswith(b"HTTP/1.1 200")
+            time.sleep(0.4)
+        s.sendall(request[:20])
+        started = time.monotonic()
+        assert s.recv(65536) == b""  # closed
+        assert 0.8 < time.monotonic() - started < 5
+
+
+def _read_response(s: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += s.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+    while len(body) < length:
+        body += s.recv(65536)
+    return head
+
+
 # Units --------------------------------------------------------------------------------
 
 
@@ -555,6 +599,24 @@ def test_request_headers_add_identity_after_hop_by_hop_removal(tmp_path: Path) -
     assert ("x-user-id", "alice") in out
     assert all(n.lower() not in ("connection", "x-other") for n, _ in out)
     assert [v for n, v in out if n == "Host"] == ["app.test"]
+
+
+def test_a_value_that_is_not_utf8_is_refused_unless_connection_drops_it(
+    tmp_path: Path,
+) -> None:
+    """Only a header that would be forwarded has to be UTF-8."""
+    from edgeauth import load_policy
+    from edgeauth.errors import BadRequest
+
+    policy = load_policy(write_policy(tmp_path))
+    view = RequestView("GET", b"/x", headers={"host": ("app.test",)}, client="::1")
+    allow = Allow("r", "rule", "/x", b"/x")
+    raw = [(b"connection", b"x-bin"), (b"x-bin", b"\xff"), (b"x-kept", b"1")]
+    out = request_headers(raw, view, allow, policy, "::1")
+    assert ("x-kept", "1") in out
+    assert all(n != "x-bin" for n, _ in out)
+    with pytest.raises(BadRequest):
+        request_headers(raw[1:], view, allow, policy, "::1")
 
 
 def test_response_headers_replace_access_control_on_cors_rules() -> None:

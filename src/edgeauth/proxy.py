@@ -22,11 +22,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from urllib.parse import quote_from_bytes
 
 import aiohttp
 import yarl
+from multidict import CIMultiDict
 
 from .asgi import Receive, Scope, Send, decide, send_rendered, withhold_credentials
 from .errors import BadRequest
@@ -60,9 +61,16 @@ _WS_HANDSHAKE = frozenset(
         b"sec-websocket-accept",
     }
 )
+# Request headers never forwarded, by their lower-case name, and by the '-'
+# spelling of a name written with underscores.
+_DROPPED = _HOP_BY_HOP | _REBUILT | _EDGE_ONLY
+_WS_DROPPED = _DROPPED | _WS_HANDSHAKE
+_UNDERSCORE_DROPPED = _HOP_BY_HOP | _FRAMING
 # Close codes that must never be sent on the wire (RFC 6455 §7.4.1).
 _UNSENDABLE_CLOSE = frozenset({1005, 1006, 1015})
 _WS_MAX_MESSAGE = 16 * 1024 * 1024  # the same limit the server applies to clients
+# Headers aiohttp would add to a request of its own accord.
+_NO_AUTO_HEADERS = ("Accept", "Accept-Encoding", "Content-Type", "User-Agent")
 # Query bytes sent as they are; anything else (non-ASCII) is percent-encoded.
 _QUERY_SAFE = "".join(chr(c) for c in range(0x21, 0x7F))
 
@@ -78,16 +86,19 @@ class _ClientGone(Exception):
 def drop_hop_by_hop(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """``headers`` without hop-by-hop headers and those named in ``Connection``."""
     pairs = list(headers)
-    named = {
-        token.strip().lower()
-        for name, value in pairs
-        if name.lower() == b"connection"
-        for token in value.split(b",")
-    }
-    drop = _HOP_BY_HOP | named
+    drop = _HOP_BY_HOP | _connection_named(pairs)
     # Compared in the '-' spelling too: an upstream that reads a CGI-style
     # environ takes transfer_encoding for Transfer-Encoding (request smuggling).
     return [(n, v) for n, v in pairs if n.lower().replace(b"_", b"-") not in drop]
+
+
+def _connection_named(headers: Sequence[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    """The header names listed in ``Connection`` (RFC 9110 §7.6.1), lower-case."""
+    named: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            named.update(token.strip().lower() for token in value.split(b","))
+    return frozenset(named)
 
 
 def request_headers(
@@ -106,19 +117,34 @@ def request_headers(
     Raises :class:`~edgeauth.errors.BadRequest` for a value that is not UTF-8:
     the client library re-encodes values as UTF-8 and would alter those bytes.
     """
-    kept = drop_hop_by_hop(headers)
     if allow.withheld:
-        kept = withhold_credentials(kept, allow.withheld)
-    skip = _REBUILT | _EDGE_ONLY | (_WS_HANDSHAKE if websocket else frozenset())
+        headers = withhold_credentials(headers, allow.withheld)
+    dropped = _WS_DROPPED if websocket else _DROPPED
     out: list[tuple[str, str]] = []
-    for name, value in kept:
+    named: set[bytes] = set()
+    undecodable: list[bytes] = []
+    for name, value in headers:
         lowered = name.lower()
-        if lowered in skip or (b"_" in lowered and lowered.replace(b"_", b"-") in _FRAMING):
+        if b"_" in lowered:
+            # Compared in the '-' spelling too: an upstream that reads a
+            # CGI-style environ takes transfer_encoding for Transfer-Encoding
+            # (request smuggling), x_forwarded_host for X-Forwarded-Host.
+            if lowered.replace(b"_", b"-") in _UNDERSCORE_DROPPED:
+                continue
+        elif lowered in dropped:
+            if lowered == b"connection":
+                named.update(token.strip().lower() for token in value.split(b","))
             continue
         try:
             out.append((name.decode("ascii"), value.decode("utf-8")))
         except UnicodeDecodeError:
-            raise BadRequest("a header value is not UTF-8") from None
+            undecodable.append(lowered.replace(b"_", b"-"))
+    if any(name not in named for name in undecodable):
+        raise BadRequest("a header value is not UTF-8")
+    named -= _HOP_BY_HOP
+    if named:  # rare: Connection names an end-to-end header, dropped too
+        drop = {token.decode("latin-1") for token in named}
+        out = [(n, v) for n, v in out if n.lower().replace("_", "-") not in drop]
     # Added after hop-by-hop removal: Connection cannot name them away.
     out.extend(allow.upstream_headers)
     # The Host the engine matched rules on (the first one) is the one forwarded.
@@ -151,9 +177,21 @@ def response_headers(
     """The upstream's response headers as sent to the client: hop-by-hop ones
     dropped, on a CORS rule ``Access-Control-*`` replaced by edgeauth's, and
     ``extra`` (CORS, RateLimit-*) added."""
-    out = drop_hop_by_hop(raw)
-    if cors:
-        out = [(n, v) for n, v in out if not n.lower().startswith(b"access-control-")]
+    out: list[tuple[bytes, bytes]] = []
+    named: set[bytes] = set()
+    for name, value in raw:
+        lowered = name.lower()
+        spelled = lowered.replace(b"_", b"-") if b"_" in lowered else lowered
+        if spelled in _HOP_BY_HOP:
+            if lowered == b"connection":
+                named.update(token.strip().lower() for token in value.split(b","))
+            continue
+        if cors and lowered.startswith(b"access-control-"):
+            continue
+        out.append((name, value))
+    named -= _HOP_BY_HOP
+    if named:  # rare: Connection names an end-to-end header, dropped too
+        out = [(n, v) for n, v in out if n.lower().replace(b"_", b"-") not in named]
     out.extend((n.encode("latin-1"), v.encode("latin-1")) for n, v in extra)
     return out
 
@@ -206,6 +244,20 @@ class _RequestBody:
                 return
 
 
+class _UpstreamRequest(aiohttp.ClientRequest):
+    """aiohttp's request without the headers aiohttp adds of its own accord
+    (Accept, Accept-Encoding, User-Agent, a default Content-Type): only what the
+    client sent and edgeauth sets goes upstream. The session's
+    ``skip_auto_headers`` does the same, but builds and copies header
+    dictionaries on every request to do it."""
+
+    # Read where a body would get a default Content-Type.
+    _skip_auto_headers = CIMultiDict((name, None) for name in _NO_AUTO_HEADERS)
+
+    def update_auto_headers(self, skip_auto_headers: Iterable[str] | None) -> None:
+        return
+
+
 class Proxy:
     """The reverse proxy as an ASGI app; ``edgeauth serve`` runs it.
 
@@ -237,7 +289,7 @@ class Proxy:
             # Only what the client sent and edgeauth sets goes upstream (Host is
             # always ours: the client's, [server] upstream_host, or for an
             # HTTP/1.0 client without one, the upstream's own host:port).
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+            request_class=_UpstreamRequest,
             max_line_size=65536,
             max_field_size=65536,
             # connect covers name resolution too; sock_read starts once the

@@ -88,7 +88,10 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         config = self.config
         self.limits = config.limits if isinstance(config, _Config) else HeadLimits()
+        # One timer per connection, moved lazily: a head that completes in time
+        # only clears the deadline, so keep-alive requests arm no timer each.
         self._head_timer: asyncio.TimerHandle | None = None
+        self._head_deadline: float | None = None
         self._in_head = True
         self._pending = 0  # bytes received while the head is incomplete
         self._head_bytes = 0  # exact size of the parsed head so far
@@ -97,10 +100,13 @@ class EdgeHttpProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm_head_timer()
+        self._start_head_clock()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_head_timer()
+        self._head_deadline = None
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -120,8 +126,8 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self._head_bytes = 0
         self._header_count = 0
-        if self._head_timer is None:
-            self._arm_head_timer()
+        if self._head_deadline is None:
+            self._start_head_clock()
 
     def on_url(self, url: bytes) -> None:
         self._count(len(url))
@@ -141,7 +147,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        self._cancel_head_timer()
+        self._head_deadline = None
         self._in_head = False
         self._pending = 0
         # RFC 9112 §3.2: a request without Host (HTTP/1.1) or with more than one
@@ -177,21 +183,24 @@ class EdgeHttpProtocol(HttpToolsProtocol):
             self._too_large = True
             raise _HeadTooLarge  # httptools turns it into a parser error: 431 above
 
-    def _arm_head_timer(self) -> None:
-        self._cancel_head_timer()
-        self._head_timer = self.loop.call_later(self.limits.head_timeout, self._head_timed_out)
+    def _start_head_clock(self) -> None:
+        self._head_deadline = deadline = self.loop.time() + self.limits.head_timeout
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_at(deadline, self._head_timed_out, deadline)
 
-    def _cancel_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-
-    def _head_timed_out(self) -> None:
+    def _head_timed_out(self, armed_for: float) -> None:
         self._head_timer = None
+        deadline = self._head_deadline
+        if deadline is None:
+            return  # no head on its way: the next one starts the clock again
+        if deadline > armed_for:
+            # The head in progress started after the one this timer was set for.
+            self._head_timer = self.loop.call_at(deadline, self._head_timed_out, deadline)
+            return
         if self.cycle is not None and not self.cycle.response_complete:
             # A pipelined head waits while reading is paused for the current
             # response: not the client's slowness.
-            self._arm_head_timer()
+            self._start_head_clock()
             return
         if not self.transport.is_closing():
             self.transport.close()
