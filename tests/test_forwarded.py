@@ -25,8 +25,23 @@ def trusted(address: str) -> bool:
     ],
 )
 def test_client_address(peer: str | None, xff: tuple[str, ...], expected: str | None) -> None:
-    """The right-most untrusted X-Forwarded-For entry, only behind a trusted peer."""
+    """The right-most untrusted X-Forwarded-For entry, only behind a trusted peer
+    (asked twice: parsed addresses are remembered, answers never change)."""
     assert client_address(peer, xff, trusted) == expected
+    assert client_address(peer, xff, trusted) == expected
+
+
+def test_addresses_are_canonical_and_remembered_within_bounds() -> None:
+    """IPv6 spellings collapse to one address; garbage stays garbage; a flood of
+    distinct entries does not grow the memo without bound."""
+    from edgeauth import forwarded
+
+    assert client_address("127.0.0.1", ("2001:DB8:0:0::1",), trusted) == "2001:db8::1"
+    assert client_address("127.0.0.1", ("2001:db8::1",), trusted) == "2001:db8::1"
+    for i in range(10_000):
+        client_address("127.0.0.1", (f"garbage-{i}, 203.0.113.{i % 250}",), trusted)
+    assert len(forwarded._ADDRESSES) <= 4096
+    assert client_address("127.0.0.1", ("garbage-1",), trusted) == "127.0.0.1"
 
 
 @pytest.mark.parametrize(

@@ -44,7 +44,7 @@ def view_from_scope(scope: Scope, policy: Policy) -> tuple[RequestView, list[tup
     """
     client = scope.get("client")
     peer = client[0] if client else None
-    trusted = policy.trusts(peer)
+    trusted = bool(policy.server.trusted_proxies) and policy.trusts(peer)
     # One pass: drop identity headers in every spelling (and, from untrusted
     # peers, X-Forwarded-* and Forwarded, which frameworks reading a CGI-style
     # environ also take in their X_Forwarded_Host spelling), and index the rest.

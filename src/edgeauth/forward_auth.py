@@ -31,14 +31,13 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from .asgi import Receive, Scope, Send, send_rendered
 from .audit import AuditSink, LoggingAuditSink
 from .forwarded import client_address
-from .headers import HOP_BY_HOP, header_map, normalize_name
+from .headers import HOP_BY_HOP, normalize_name
 from .model import Allow, Code, Denial, Outcome, Preflight, RequestView
 from .pipeline import Engine
 from .policy import ForwardAuthSettings, Policy
@@ -87,6 +86,8 @@ _GATEWAY = frozenset(
     }
 )
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 §5.6.2 (a method)
+_MEMO_SIZE = 1024
+_MEMO_NAME_BYTES = 64
 # Dot segments (raw or escaped) and empty segments: the gateway forwards the path
 # unresolved, so a path whose canonical form differs in structure would be
 # authorized as one path and served as another.
@@ -136,7 +137,8 @@ class ForwardAuthApp:
         self.engine = engine
         self.settings: ForwardAuthSettings = policy.forward_auth
         self.dialect = self.settings.dialect
-        self._audit = audit or LoggingAuditSink()
+        self._audit = audit or policy.audit_sink or LoggingAuditSink()
+        self._watched: dict[bytes, str] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -161,12 +163,27 @@ class ForwardAuthApp:
         peer: str | None = client[0] if client else None
         if not self.settings.trusts(peer):
             return _Refused(Code.UNTRUSTED_PEER, "peer not in [forward_auth] trusted")
-        raw_headers: list[tuple[bytes, bytes]] = list(scope["headers"])
-        refusal = self._check_dialect(raw_headers)
+        # One pass: count the dialect headers in every spelling, drop client
+        # copies of identity headers before anything reads them, index the rest.
+        names, classify = self.policy.identity.names, self.policy.identity.classify
+        watched, watch = self._watched, self._watch
+        counts: dict[str, int] = {}
+        mapped: dict[str, tuple[str, ...]] = {}
+        for name, value in scope["headers"]:
+            spelled = watched.get(name)
+            if spelled is None:
+                spelled = watch(name)
+            if spelled:
+                counts[spelled] = counts.get(spelled, 0) + 1
+            key = (names.get(name) or classify(name))[0]
+            if key is None:
+                continue
+            text = value.decode("latin-1")
+            previous = mapped.get(key)
+            mapped[key] = (text,) if previous is None else (*previous, text)
+        refusal = self._check_dialect(counts)
         if refusal is not None:
             return refusal
-        # Client copies of identity headers go before anything reads the headers.
-        mapped = header_map(self.policy.identity.strip(raw_headers))
         target = self._target(scope, mapped)
         if isinstance(target, _Refused):
             return target
@@ -213,16 +230,24 @@ class ForwardAuthApp:
             return rendered
         return self._render_denial(outcome, method)
 
-    def _check_dialect(self, raw: Iterable[tuple[bytes, bytes]]) -> _Refused | None:
+    def _watch(self, name: bytes) -> str:
+        """The spelling-insensitive name of a header the dialect check counts
+        (any dialect's request line, this dialect's single-valued headers), or
+        "" for any other header; memoized per raw name (bounded)."""
+        key = normalize_name(name.decode("latin-1"))
+        spelled = key if key in _ALL_REQUEST_LINE or key in _SINGLE[self.dialect] else ""
+        if len(name) <= _MEMO_NAME_BYTES:
+            if len(self._watched) >= _MEMO_SIZE:
+                self._watched.clear()
+            self._watched[name] = spelled
+        return spelled
+
+    def _check_dialect(self, counts: dict[str, int]) -> _Refused | None:
+        """Refuse another dialect's request-line headers, repetitions, and a
+        missing URI or method header; ``counts`` per spelling-insensitive name."""
         own = _REQUEST_LINE[self.dialect] or ()
-        single = _SINGLE[self.dialect]
-        counts: dict[str, int] = {}
-        for raw_name, _ in raw:
-            key = normalize_name(raw_name.decode("latin-1"))
-            if key in _ALL_REQUEST_LINE or key in single:
-                counts[key] = counts.get(key, 0) + 1
         for name, count in counts.items():
-            if name in _ALL_REQUEST_LINE and name not in own:
+            if name not in own and name in _ALL_REQUEST_LINE:
                 return _Refused(Code.UNTRUSTED_PEER, f"{name} is not of the {self.dialect} dialect")
             if count > 1:
                 return _Refused(Code.UNTRUSTED_PEER, f"{name} repeated")
@@ -256,12 +281,10 @@ class ForwardAuthApp:
         # Every configured identity header, empty when there is none: a gateway
         # that copies them overwrites whatever copy the client sent.
         identity = self.policy.identity.build(allow.identity, include_empty=True)
-        headers = [
-            (b"cache-control", b"no-store"),
-            (b"x-request-id", allow.request_id.encode()),
-            *((n.encode("latin-1"), v.encode("latin-1")) for n, v in identity),
-            *((n.encode("latin-1"), v.encode("latin-1")) for n, v in allow.response_headers),
-        ]
+        headers = [(b"cache-control", b"no-store"), (b"x-request-id", allow.request_id.encode())]
+        headers += self.policy.identity.encoded(identity)
+        for name, value in allow.response_headers:
+            headers.append((name.encode("latin-1"), value.encode("latin-1")))
         if self.dialect == "envoy":
             removed = [p for p in allow.withheld if not p.startswith("cookie:")]
             if removed:

@@ -53,14 +53,36 @@ def client_address(
     entries = [e.strip() for value in forwarded_for for e in value.split(",")]
     client = peer
     for entry in reversed(entries):
-        try:
-            address = str(ipaddress.ip_address(entry))
-        except ValueError:
+        address = _address(entry)
+        if address is None:
             break  # garbage from the client side: stop at the last trusted hop
         client = address
         if not trusts(address):
             break
     return client
+
+
+def _address(text: str) -> str | None:
+    """``text`` as a canonical IP address, or None; memoized (bounded), as the
+    same clients and gateways come back request after request."""
+    found = _ADDRESSES.get(text, _UNPARSED)
+    if found is not _UNPARSED:
+        return found
+    try:
+        address: str | None = str(ipaddress.ip_address(text))
+    except ValueError:
+        address = None
+    if len(text) <= _MEMO_TEXT:
+        if len(_ADDRESSES) >= _MEMO_SIZE:
+            _ADDRESSES.clear()
+        _ADDRESSES[text] = address
+    return address
+
+
+_ADDRESSES: dict[str, str | None] = {}
+_UNPARSED = ""  # never a parsed address
+_MEMO_SIZE = 4096
+_MEMO_TEXT = 64
 
 
 def rate_key(address: str) -> str:

@@ -275,10 +275,14 @@ class Engine:
         if revoked:
             trace.reason = "credential revoked"
             return self._deny(Code.REVOKED, rid, rule, view, path, extra)
-        if source.kind == "cookie" and self._cross_site(view, rule):
+        if (
+            source.kind == "cookie"
+            and (view.method not in _SAFE_METHODS or view.websocket)
+            and self._cross_site(view, rule)
+        ):
             trace.reason = "cookie credential from a foreign origin"
             return self._deny(Code.CSRF, rid, rule, view, path, extra)
-        refused = rule.require.check(identity)
+        refused = rule.require.check(identity) if rule.requires else None
         if refused is not None:
             return self._deny(refused, rid, rule, view, path, extra)
         if rule.limits:
@@ -536,10 +540,11 @@ def _credentials(rule: Rule, view: RequestView) -> dict[CredentialSource, str]:
             value = cookies.get(source.name)
         if value is not None:
             found[source] = value
-    bearer = found.get(_BEARER)
-    api_key = found.get(_API_KEY_HEADER)
-    if bearer is not None and api_key is not None and bearer != api_key:
-        raise BadRequest("Bearer token and X-API-Key disagree")
+    if len(found) > 1:
+        bearer = found.get(_BEARER)
+        api_key = found.get(_API_KEY_HEADER)
+        if bearer is not None and api_key is not None and bearer != api_key:
+            raise BadRequest("Bearer token and X-API-Key disagree")
     return found
 
 

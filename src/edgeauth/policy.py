@@ -45,6 +45,8 @@ class Rule:
     # Derived once here, read on every request.
     sources: tuple[CredentialSource, ...] = field(init=False)
     """Every place this rule's authenticators read, in order, without repeats."""
+    requires: bool = field(init=False)
+    """Whether ``require`` asks anything of the identity."""
     _per_scope: dict[str, tuple[Limit, ...]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -53,6 +55,7 @@ class Rule:
             for s in a.sources:
                 seen.setdefault(s, None)
         object.__setattr__(self, "sources", tuple(seen))
+        object.__setattr__(self, "requires", not self.require.empty)
         per_scope: dict[str, tuple[Limit, ...]] = {}
         for limit in self.limits:
             per_scope[limit.scope] = (*per_scope.get(limit.scope, ()), limit)
