@@ -119,3 +119,24 @@ async def test_denial_headers_are_the_codes_own(tmp_path: Path) -> None:
         assert missing.header("www-authenticate") == 'Bearer realm="edgeauth"'
         assert bad.header("www-authenticate") == 'Bearer realm="edgeauth", error="invalid_token"'
         assert missing.json()["request_id"] != bad.json()["request_id"]
+
+
+async def test_verified_answers_only_for_tokens_verified_before(tmp_path: Path) -> None:
+    """The synchronous cache lookup knows a token only after a full verification,
+    and only until it expires; API keys always go through authenticate."""
+    import time
+
+    app = app_for(tmp_path)
+    session = app.policy.authenticators["session"]
+    keys = app.policy.authenticators["keys"]
+    token = session_token("carol", lifetime=60)
+    now = time.time()
+    assert session.verified(token, now) is None
+    identity = await session.authenticate(token, now)
+    assert identity is not None and identity.subject == "carol"
+    assert session.verified(token, now) is identity
+    assert session.verified(token, now + 61) is None
+    assert session.verified(token + "x", now) is None
+    assert keys.verified(API_KEY, now) is None
+    assert (await keys.authenticate(API_KEY, now)) is not None
+    assert keys.verified(API_KEY, now) is None

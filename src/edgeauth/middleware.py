@@ -76,9 +76,19 @@ class EdgeAuth:
             await self.app(scope, receive, send)
             return
         decided = await decide(scope, send, self.policy, self.engine)
-        if decided is not None:
-            allow, view, headers = decided
-            await self._forward(scope, receive, send, allow, headers, view)
+        if decided is None:
+            return
+        allow, view, headers = decided
+        inner = self._inner_scope(scope, allow, headers)
+        if allow.response_headers or self.engine.watches_upstream or allow.max_body is not None:
+            await self._forward_watched(scope, inner, receive, send, allow, view)
+            return
+        # The common allowed request (no CORS, limits or body limit): nothing to
+        # add to the response, nothing to watch.
+        try:
+            await self.app(inner, receive, send)
+        except IdentityRequired:
+            await send_rendered(scope, send, _identity_required(allow.request_id))
 
     def _closing(self, send: Send) -> Send:
         """Release the policy's connections (Redis, JWKS) when the app shuts down."""
@@ -90,15 +100,9 @@ class EdgeAuth:
 
         return wrapped
 
-    async def _forward(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        allow: Allow,
-        headers: list[tuple[bytes, bytes]],
-        view: RequestView,
-    ) -> None:
+    def _inner_scope(self, scope: Scope, allow: Allow, headers: list[tuple[bytes, bytes]]) -> Scope:
+        """The app's scope: the canonical path, the stripped headers with the
+        identity headers added, the identity and the request id."""
         if allow.withheld:
             headers = withhold_credentials(headers, allow.withheld)
         if allow.upstream_headers:
@@ -109,17 +113,7 @@ class EdgeAuth:
         inner["headers"] = headers
         inner["edgeauth"] = allow.identity
         inner["edgeauth.request_id"] = allow.request_id
-        if not (
-            allow.response_headers or self.engine.watches_upstream or allow.max_body is not None
-        ):
-            # The common allowed request (no CORS, limits or body limit): nothing
-            # to add to the response, nothing to watch.
-            try:
-                await self.app(inner, receive, send)
-            except IdentityRequired:
-                await send_rendered(scope, send, _identity_required(allow.request_id))
-            return
-        await self._forward_watched(scope, inner, receive, send, allow, view)
+        return inner
 
     async def _forward_watched(
         self,

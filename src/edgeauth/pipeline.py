@@ -268,8 +268,12 @@ class Engine:
             )
         trace.subject = identity.subject
         trace.key_id = identity.key_id
+        revocations = self.policy.state.revocations
         try:
-            revoked = (await self.policy.state.revocations.snapshot()).revoked(identity, now)
+            listed = revocations.current()
+            if listed is None:  # not loaded yet, or stale: wait, or fail closed
+                listed = await revocations.snapshot()
+            revoked = listed.revoked(identity, now)
         except AuthUnavailable as exc:
             return self._fail(Code.AUTH_UNAVAILABLE, exc, trace, rid, rule, view, path, extra)
         if revoked:
@@ -418,7 +422,9 @@ class Engine:
                     presented = True
                     trace.credential = credential
                 trace.authenticator = authenticator.id
-                identity = await authenticator.authenticate(credential, now)
+                identity = authenticator.verified(credential, now)
+                if identity is None:
+                    identity = await authenticator.authenticate(credential, now)
                 if identity is not None:
                     trace.credential = credential
                     return identity, source

@@ -186,10 +186,16 @@ class Change:
 
 
 class RevocationStore(Protocol):
-    """Where the revocation list lives; the pipeline reads only :meth:`snapshot`."""
+    """Where the revocation list lives; the pipeline reads :meth:`current`,
+    then :meth:`snapshot` when that cannot answer."""
+
+    def current(self) -> RevocationList | None:
+        """The local copy when it is fresh enough, without waiting; else None."""
+        ...
 
     async def snapshot(self) -> RevocationList:
-        """The local copy; raises AuthUnavailable when it is too old to trust."""
+        """The local copy (waiting for the first load); raises AuthUnavailable
+        when it is too old to trust."""
         ...
 
     async def apply(self, change: Change, now: float) -> None:
@@ -227,15 +233,21 @@ class FileRevocations:
         self._fresh: float | None = None
         self._failing = False
 
-    async def snapshot(self) -> RevocationList:
+    def current(self) -> RevocationList | None:
         if self.path is None:
             return EMPTY
         now = self._monotonic()
         if self._checked is None or now - self._checked >= self._interval:
             self._refresh(self.path, now)
         if self._fresh is None or now - self._fresh > self._max_staleness:
-            raise AuthUnavailable("revocation list is older than revocation_max_staleness")
+            return None
         return self._list
+
+    async def snapshot(self) -> RevocationList:
+        found = self.current()
+        if found is None:
+            raise AuthUnavailable("revocation list is older than revocation_max_staleness")
+        return found
 
     def _refresh(self, path: Path, now: float) -> None:
         self._checked = now
@@ -380,6 +392,12 @@ class RedisRevocations:
         self._fresh: float | None = None
         self._pollers: dict[asyncio.AbstractEventLoop, _Poller] = {}
         self._broken = False
+
+    def current(self) -> RevocationList | None:
+        self._poller()
+        if self._fresh is None or self._monotonic() - self._fresh > self._max_staleness:
+            return None
+        return self._list
 
     async def snapshot(self) -> RevocationList:
         poller = self._poller()

@@ -88,6 +88,11 @@ async def test_internal_error_is_a_generic_500(
     async def explode(credential: str, now: float) -> None:
         raise RuntimeError(f"boom {SECRET} /srv/app/settings.py line 1")
 
+    def explode_now(credential: str, now: float) -> None:
+        raise RuntimeError(f"boom {SECRET} /srv/app/settings.py line 1")
+
+    # Both ways in: the cache lookup and the verification (a cached token takes the first).
+    monkeypatch.setattr(endpoint.app.policy.authenticators["session"], "verified", explode_now)
     monkeypatch.setattr(endpoint.app.policy.authenticators["session"], "authenticate", explode)
     case = Attack("internal-error", b"/api/protected/me", 500, headers=(cookie(ALICE),))
     response = await call(endpoint.app, gateway_request(case, endpoint.app.dialect))

@@ -151,6 +151,11 @@ async def test_internal_error_is_a_generic_500(
     async def explode(credential: str, now: float) -> None:
         raise RuntimeError(f"boom {SECRET} /srv/app/settings.py line 1")
 
+    def explode_now(credential: str, now: float) -> None:
+        raise RuntimeError(f"boom {SECRET} /srv/app/settings.py line 1")
+
+    # Both ways in: the cache lookup and the verification (a cached token takes the first).
+    monkeypatch.setattr(guarded.app.policy.authenticators["session"], "verified", explode_now)
     monkeypatch.setattr(guarded.app.policy.authenticators["session"], "authenticate", explode)
     guarded.recorder.seen.clear()
     guarded.audit.events.clear()

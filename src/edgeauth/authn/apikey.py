@@ -111,6 +111,10 @@ class ApiKeyAuthenticator:
         self.keys = keys
         self.forward_credential = forward_credential
 
+    def verified(self, credential: str, now: float) -> Identity | None:
+        """Keys are looked up by :meth:`authenticate` (no cache of identities)."""
+        return None
+
     async def authenticate(self, credential: str, now: float) -> Identity | None:
         """The key's identity; None for a JWT (another authenticator's); else raise.
 

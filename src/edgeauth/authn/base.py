@@ -82,6 +82,12 @@ class Authenticator(Protocol):
     @property
     def forward_credential(self) -> bool: ...
 
+    def verified(self, credential: str, now: float) -> Identity | None:
+        """The identity of a ``credential`` verified before and still valid at
+        ``now``, when that can be told without waiting (a cache hit); None means
+        "call :meth:`authenticate`", never "refused"."""
+        ...
+
     async def authenticate(self, credential: str, now: float) -> Identity | None:
         """Verify ``credential`` at time ``now`` (seconds since the epoch)."""
         ...

@@ -346,6 +346,12 @@ class JwtAuthenticator:
             raise ValueError("max_token_bytes must be positive")
         self._max_token_bytes = max_token_bytes
 
+    def verified(self, credential: str, now: float) -> Identity | None:
+        """The cached identity of ``credential`` if the verified-token cache holds it."""
+        if self._cache is None or len(credential) > self._max_token_bytes:
+            return None
+        return self._cache.get(self.id, credential, now)
+
     async def authenticate(self, credential: str, now: float) -> Identity | None:
         """Verify ``credential`` at ``now`` (seconds since the epoch)."""
         # Tokens are ASCII, so characters count bytes; anything else fails base64url.
