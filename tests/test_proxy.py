@@ -601,6 +601,18 @@ def test_request_headers_add_identity_after_hop_by_hop_removal(tmp_path: Path) -
     assert [v for n, v in out if n == "Host"] == ["app.test"]
 
 
+def test_connection_drops_a_named_header_in_either_spelling(tmp_path: Path) -> None:
+    """A header Connection names goes, spelled exactly or with '_' for '-'."""
+    from edgeauth import load_policy
+
+    policy = load_policy(write_policy(tmp_path))
+    view = RequestView("GET", b"/x", headers={"host": ("app.test",)}, client="::1")
+    allow = Allow("r", "rule", "/x", b"/x")
+    raw = [(b"connection", b"x-a, x_b"), (b"x_a", b"1"), (b"x_b", b"2"), (b"x-c", b"3")]
+    assert request_headers(raw, view, allow, policy, "::1")[:1] == [("x-c", "3")]
+    assert response_headers(raw, (), cors=False) == [(b"x-c", b"3")]
+
+
 def test_a_value_that_is_not_utf8_is_refused_unless_connection_drops_it(
     tmp_path: Path,
 ) -> None:

@@ -85,20 +85,16 @@ class _ClientGone(Exception):
 
 def drop_hop_by_hop(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """``headers`` without hop-by-hop headers and those named in ``Connection``."""
-    pairs = list(headers)
-    drop = _HOP_BY_HOP | _connection_named(pairs)
-    # Compared in the '-' spelling too: an upstream that reads a CGI-style
-    # environ takes transfer_encoding for Transfer-Encoding (request smuggling).
-    return [(n, v) for n, v in pairs if n.lower().replace(b"_", b"-") not in drop]
+    return response_headers(headers, (), cors=False)
 
 
 def _connection_named(headers: Sequence[tuple[bytes, bytes]]) -> frozenset[bytes]:
     """The header names listed in ``Connection`` (RFC 9110 §7.6.1), lower-case."""
-    named: set[bytes] = set()
+    named: frozenset[bytes] = frozenset()
     for name, value in headers:
         if name.lower() == b"connection":
-            named.update(token.strip().lower() for token in value.split(b","))
-    return frozenset(named)
+            named = named.union(token.strip().lower() for token in value.split(b","))
+    return named
 
 
 def request_headers(
@@ -120,31 +116,22 @@ def request_headers(
     if allow.withheld:
         headers = withhold_credentials(headers, allow.withheld)
     dropped = _WS_DROPPED if websocket else _DROPPED
+    # A name with underscores is compared in its '-' spelling too: an upstream
+    # that reads a CGI-style environ takes transfer_encoding for
+    # Transfer-Encoding (request smuggling), x_forwarded_host for X-Forwarded-Host.
+    underscored = _UNDERSCORE_DROPPED
+    named = _connection_named(headers)
+    if named:
+        dropped, underscored = dropped | named, underscored | named
     out: list[tuple[str, str]] = []
-    named: set[bytes] = set()
-    undecodable: list[bytes] = []
     for name, value in headers:
         lowered = name.lower()
-        if b"_" in lowered:
-            # Compared in the '-' spelling too: an upstream that reads a
-            # CGI-style environ takes transfer_encoding for Transfer-Encoding
-            # (request smuggling), x_forwarded_host for X-Forwarded-Host.
-            if lowered.replace(b"_", b"-") in _UNDERSCORE_DROPPED:
-                continue
-        elif lowered in dropped:
-            if lowered == b"connection":
-                named.update(token.strip().lower() for token in value.split(b","))
+        if lowered in dropped or (b"_" in lowered and lowered.replace(b"_", b"-") in underscored):
             continue
         try:
             out.append((name.decode("ascii"), value.decode("utf-8")))
         except UnicodeDecodeError:
-            undecodable.append(lowered.replace(b"_", b"-"))
-    if any(name not in named for name in undecodable):
-        raise BadRequest("a header value is not UTF-8")
-    named -= _HOP_BY_HOP
-    if named:  # rare: Connection names an end-to-end header, dropped too
-        drop = {token.decode("latin-1") for token in named}
-        out = [(n, v) for n, v in out if n.lower().replace("_", "-") not in drop]
+            raise BadRequest("a header value is not UTF-8") from None
     # Added after hop-by-hop removal: Connection cannot name them away.
     out.extend(allow.upstream_headers)
     # The Host the engine matched rules on (the first one) is the one forwarded.
@@ -177,22 +164,20 @@ def response_headers(
     """The upstream's response headers as sent to the client: hop-by-hop ones
     dropped, on a CORS rule ``Access-Control-*`` replaced by edgeauth's, and
     ``extra`` (CORS, RateLimit-*) added."""
+    pairs = raw if isinstance(raw, tuple | list) else list(raw)
+    named = _connection_named(pairs)
+    dropped = _HOP_BY_HOP | named if named else _HOP_BY_HOP
     out: list[tuple[bytes, bytes]] = []
-    named: set[bytes] = set()
-    for name, value in raw:
+    # As for requests, a name with underscores is compared in its '-' spelling too.
+    for name, value in pairs:
         lowered = name.lower()
-        spelled = lowered.replace(b"_", b"-") if b"_" in lowered else lowered
-        if spelled in _HOP_BY_HOP:
-            if lowered == b"connection":
-                named.update(token.strip().lower() for token in value.split(b","))
+        if lowered in dropped or (b"_" in lowered and lowered.replace(b"_", b"-") in dropped):
             continue
         if cors and lowered.startswith(b"access-control-"):
             continue
         out.append((name, value))
-    named -= _HOP_BY_HOP
-    if named:  # rare: Connection names an end-to-end header, dropped too
-        out = [(n, v) for n, v in out if n.lower().replace(b"_", b"-") not in named]
-    out.extend((n.encode("latin-1"), v.encode("latin-1")) for n, v in extra)
+    if extra:
+        out.extend((n.encode("latin-1"), v.encode("latin-1")) for n, v in extra)
     return out
 
 
@@ -353,21 +338,17 @@ class Proxy:
         headers: list[tuple[bytes, bytes]],
         upstream: list[tuple[str, str]],
     ) -> None:
-        body = _RequestBody(receive, allow.max_body)
-        data: AsyncIterator[bytes] | None = None
-        if _has_body(headers):
-            data = body.chunks()
-        else:
-            body.done.set()
+        body = _RequestBody(receive, allow.max_body) if _has_body(headers) else None
+        data = body.chunks() if body is not None else None
         url = self._url(self._base, allow, view.query)
         try:
             response = await self.session.request(
                 scope["method"], url, headers=upstream, data=data, allow_redirects=False
             )
         except Exception as exc:  # any upstream failure is a 502/504, never a dropped connection
-            if body.client_gone:
+            if body is not None and body.client_gone:
                 return
-            if body.too_large:
+            if body is not None and body.too_large:
                 status, out, content = _failure(allow, Code.PAYLOAD_TOO_LARGE, view.method)
                 # The rest of the body is not wanted: close instead of draining it.
                 out.append((b"connection", b"close"))
@@ -395,7 +376,7 @@ class Proxy:
         receive: Receive,
         view: RequestView,
         allow: Allow,
-        body: _RequestBody,
+        body: _RequestBody | None,
         response: aiohttp.ClientResponse,
     ) -> None:
         if self.engine.watches_upstream:
@@ -468,10 +449,15 @@ class Proxy:
 
 
 async def _watch_disconnect(
-    receive: Receive, body: _RequestBody, response: aiohttp.ClientResponse, gone: asyncio.Event
+    receive: Receive,
+    body: _RequestBody | None,
+    response: aiohttp.ClientResponse,
+    gone: asyncio.Event,
 ) -> None:
-    """Stop pulling from the upstream once the client has gone away."""
-    await body.done.wait()
+    """Stop pulling from the upstream once the client has gone away (the
+    request body, if any, read first)."""
+    if body is not None:
+        await body.done.wait()
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
