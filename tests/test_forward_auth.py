@@ -674,3 +674,20 @@ async def test_failing_audit_sink_does_not_change_the_answer(
     r = await call(app, raw_path=b"/_edgeauth/auth", client=("::1", 1))
     assert r.status == 403
     assert "audit sink failed" in caplog.text
+
+
+async def test_answers_do_not_depend_on_earlier_requests(endpoint: Endpoint) -> None:
+    """Header names and method values are remembered between requests; a malformed
+    method, a repeated URI header or a client identity header is treated the same
+    the tenth time as the first, whatever came in between."""
+    for _ in range(3):
+        ok = await endpoint.ask("/api/protected/x", "get", [cookie(), ("x-user-id", "mallory")])
+        assert ok.status == 200
+        assert ok.header("x-user-id") == "alice"
+        if endpoint.dialect == "envoy":
+            continue
+        bad_method = await endpoint.ask("/api/protected/x", "GE T", [cookie()])
+        assert bad_method.status == 403
+        uri_name, _ = URI_HEADERS[endpoint.dialect]
+        twice = await endpoint.ask("/api/protected/x", "GET", [cookie(), (uri_name, "/public/x")])
+        assert twice.status == 403

@@ -101,6 +101,7 @@ _NGINX_CODE = "x-edgeauth-code"
 _NGINX_LOCATION = "x-edgeauth-location"
 _NGINX_BODY = "x-edgeauth-body"
 _WITHHELD = "x-edgeauth-withheld"
+_WITHHELD_BYTES = _WITHHELD.encode()
 # Envoy's HTTP ext_authz removes these request headers before the upstream.
 _ENVOY_REMOVE = "x-envoy-auth-headers-to-remove"
 
@@ -138,7 +139,10 @@ class ForwardAuthApp:
         self.settings: ForwardAuthSettings = policy.forward_auth
         self.dialect = self.settings.dialect
         self._audit = audit or policy.audit_sink or LoggingAuditSink()
-        self._watched: dict[bytes, str] = {}
+        self._names: dict[bytes, tuple[str | None, str, bool]] = {}
+        self._methods: dict[str, str] = {}
+        # The dialect headers of a well-formed request: its URI and method, once.
+        self._usual = dict.fromkeys(_REQUEST_LINE[self.dialect] or (), 1)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -164,48 +168,49 @@ class ForwardAuthApp:
         if not self.settings.trusts(peer):
             return _Refused(Code.UNTRUSTED_PEER, "peer not in [forward_auth] trusted")
         # One pass: count the dialect headers in every spelling, drop client
-        # copies of identity headers before anything reads them, index the rest.
-        names, classify = self.policy.identity.names, self.policy.identity.classify
-        watched, watch = self._watched, self._watch
+        # copies of identity headers before anything reads them, and keep the
+        # gateway's own headers apart from the original request's.
+        known, learn = self._names, self._learn
         counts: dict[str, int] = {}
-        mapped: dict[str, tuple[str, ...]] = {}
+        gateway: dict[str, tuple[str, ...]] = {}
+        headers: dict[str, tuple[str, ...]] = {}
         for name, value in scope["headers"]:
-            spelled = watched.get(name)
-            if spelled is None:
-                spelled = watch(name)
+            key, spelled, own = known.get(name) or learn(name)
             if spelled:
                 counts[spelled] = counts.get(spelled, 0) + 1
-            key = (names.get(name) or classify(name))[0]
             if key is None:
                 continue
+            into = gateway if own else headers
             text = value.decode("latin-1")
-            previous = mapped.get(key)
-            mapped[key] = (text,) if previous is None else (*previous, text)
-        refusal = self._check_dialect(counts)
-        if refusal is not None:
-            return refusal
-        target = self._target(scope, mapped)
+            previous = into.get(key)
+            into[key] = (text,) if previous is None else (*previous, text)
+        if counts != self._usual:
+            refusal = self._check_dialect(counts)
+            if refusal is not None:
+                return refusal
+        target = self._target(scope, gateway)
         if isinstance(target, _Refused):
             return target
         method, path, query = target
-        client = client_address(peer, mapped.get("x-forwarded-for", ()), self.settings.trusts)
+        client = client_address(peer, gateway.get("x-forwarded-for", ()), self.settings.trusts)
         if _UNRESOLVED.search(path):
             reason = "dot segment or empty segment in forwarded path"
             return _Refused(Code.BAD_REQUEST, reason, method, path, client)
 
-        headers = {name: values for name, values in mapped.items() if name not in _GATEWAY}
-        host = mapped.get("host") if self.dialect == "envoy" else mapped.get("x-forwarded-host")
+        host = gateway.get("host") if self.dialect == "envoy" else gateway.get("x-forwarded-host")
         if host:
             headers["host"] = (host[0].strip(),)
         scheme = "http"
-        proto = mapped.get("x-forwarded-proto")
+        proto = gateway.get("x-forwarded-proto")
         if proto and proto[0].strip().lower() in ("http", "https"):
             scheme = proto[0].strip().lower()
-        upgrade = ",".join(mapped.get("upgrade", ())).lower()
+        upgrade = gateway.get("upgrade")
         # Gateways drop the hop-by-hop Upgrade header on the auth request, but
         # Sec-WebSocket-Key is end-to-end and on every handshake (RFC 6455 §4.1).
         websocket = method == "GET" and (
-            scope["type"] == "websocket" or "websocket" in upgrade or "sec-websocket-key" in mapped
+            scope["type"] == "websocket"
+            or "sec-websocket-key" in headers
+            or (upgrade is not None and "websocket" in ",".join(upgrade).lower())
         )
         return RequestView(
             method=method,
@@ -230,17 +235,21 @@ class ForwardAuthApp:
             return rendered
         return self._render_denial(outcome, method)
 
-    def _watch(self, name: bytes) -> str:
-        """The spelling-insensitive name of a header the dialect check counts
-        (any dialect's request line, this dialect's single-valued headers), or
-        "" for any other header; memoized per raw name (bounded)."""
-        key = normalize_name(name.decode("latin-1"))
-        spelled = key if key in _ALL_REQUEST_LINE or key in _SINGLE[self.dialect] else ""
+    def _learn(self, name: bytes) -> tuple[str | None, str, bool]:
+        """How a header name is read, memoized per raw name (bounded): its key
+        (None for a client copy of an identity header); its spelling-insensitive
+        name when the dialect check counts it (any dialect's request line, this
+        dialect's single-valued headers), else ""; and whether it describes the
+        gateway's own request rather than the original one."""
+        key = self.policy.identity.classify(name)[0]
+        normal = normalize_name(name.decode("latin-1"))
+        spelled = normal if normal in _ALL_REQUEST_LINE or normal in _SINGLE[self.dialect] else ""
+        learned = (key, spelled, key in _GATEWAY)
         if len(name) <= _MEMO_NAME_BYTES:
-            if len(self._watched) >= _MEMO_SIZE:
-                self._watched.clear()
-            self._watched[name] = spelled
-        return spelled
+            if len(self._names) >= _MEMO_SIZE:
+                self._names.clear()
+            self._names[name] = learned
+        return learned
 
     def _check_dialect(self, counts: dict[str, int]) -> _Refused | None:
         """Refuse another dialect's request-line headers, repetitions, and a
@@ -270,12 +279,24 @@ class ForwardAuthApp:
                 return _Refused(Code.UNTRUSTED_PEER, "path is not below the endpoint's prefix")
             return _own_method(scope), path, bytes(scope.get("query_string", b""))
         uri_header, method_header = own
-        method = mapped[method_header][0].strip()
+        sent = mapped[method_header][0]
+        method = self._methods.get(sent) or self._method(sent)
         uri = mapped[uri_header][0].strip()
-        if not _TOKEN.fullmatch(method) or not uri:
+        if not method or not uri:
             return _Refused(Code.UNTRUSTED_PEER, f"malformed {method_header} or {uri_header}")
         path, _, query = uri.encode("latin-1").partition(b"?")
-        return method.upper(), path, query
+        return method, path, query
+
+    def _method(self, sent: str) -> str:
+        """A method header's value as a method name (upper case), or "" when it
+        is not a token; memoized (bounded)."""
+        text = sent.strip()
+        method = text.upper() if _TOKEN.fullmatch(text) else ""
+        if len(sent) <= _MEMO_NAME_BYTES:
+            if len(self._methods) >= _MEMO_SIZE:
+                self._methods.clear()
+            self._methods[sent] = method
+        return method
 
     def _render_allow(self, allow: Allow) -> Rendered:
         # Every configured identity header, empty when there is none: a gateway
@@ -290,7 +311,8 @@ class ForwardAuthApp:
             if removed:
                 headers.append((_ENVOY_REMOVE.encode(), ",".join(removed).encode("latin-1")))
         else:
-            headers.append((_WITHHELD.encode(), ", ".join(allow.withheld).encode("latin-1")))
+            withheld = ", ".join(allow.withheld).encode("latin-1") if allow.withheld else b""
+            headers.append((_WITHHELD_BYTES, withheld))
         return 200, headers, b""
 
     def _render_denial(self, denial: Denial, method: str) -> Rendered:
