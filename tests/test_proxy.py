@@ -556,6 +556,24 @@ def test_slow_or_idle_head_is_cut_off(
     assert servers.upstream_log(upstream) == []
 
 
+def test_pipelined_responses_leave_whole_and_in_order(
+    echo: tuple[servers.Process, servers.Process],
+) -> None:
+    """A HEAD answer (no body), a GET and a 404 pipelined on one connection come back in order."""
+    ea, _ = echo
+    head = b"HEAD /public/a HTTP/1.1\r\nhost: app.test\r\n\r\n"
+    get = b"GET /public/b HTTP/1.1\r\nhost: app.test\r\n\r\n"
+    last = b"GET /nowhere HTTP/1.1\r\nhost: app.test\r\nconnection: close\r\n\r\n"
+    data, closed = servers.raw_exchange(ea.port, head + get + last)
+    assert closed
+    first, _, rest = data.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 200")
+    second = servers.parse_response(rest)
+    assert second.status == 200
+    assert second.json()["raw_path"] == "/public/b"
+    assert data.count(b"HTTP/1.1 ") == 3
+
+
 def test_head_timeout_counts_from_each_head_on_a_kept_alive_connection(
     echo: tuple[servers.Process, servers.Process],
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import http.client
 import ipaddress
@@ -27,7 +28,7 @@ from cryptography.x509.oid import NameOID
 
 from edgeauth import load_policy
 from edgeauth.cli import cli
-from edgeauth.server import EdgeServer, parse_listen
+from edgeauth.server import EdgeServer, _CoalescingTransport, parse_listen
 
 from . import servers
 from .helpers import SEED_POLICY, Response, call, session_token, write_policy
@@ -292,6 +293,55 @@ def test_serve_exits_non_zero_when_it_cannot_listen(tmp_path: Path) -> None:
         )
     assert result.returncode != 0
     assert b"address already in use" in result.stderr.lower()
+
+
+class _Wire(asyncio.Transport):
+    """A transport that records each write (writelines is one write)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: Any) -> None:
+        self.writes.append(bytes(data))
+
+    def writelines(self, data: Any) -> None:
+        self.writes.append(b"".join(data))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+
+async def test_a_response_head_leaves_with_the_first_body_part() -> None:
+    """Head and body go in one write; later body parts and the next response's head as usual."""
+    wire = _Wire()
+    writer = _CoalescingTransport(wire, asyncio.get_running_loop())
+    writer.write(b"HEAD1")
+    assert wire.writes == []
+    writer.write(b"body")
+    writer.write(b"more")
+    writer.next_response()
+    writer.write(b"HEAD2")
+    writer.write(b"")
+    await asyncio.sleep(0)
+    assert wire.writes == [b"HEAD1body", b"more", b"HEAD2"]
+
+
+async def test_a_head_with_no_body_part_in_this_turn_leaves_in_the_next() -> None:
+    """A head is never held beyond one turn of the loop, and close sends it first."""
+    wire = _Wire()
+    writer = _CoalescingTransport(wire, asyncio.get_running_loop())
+    writer.write(b"HEAD1")
+    await asyncio.sleep(0)
+    assert wire.writes == [b"HEAD1"]
+    writer.next_response()
+    writer.write(b"HEAD2")
+    writer.close()
+    assert wire.writes == [b"HEAD1", b"HEAD2"] and wire.closed
 
 
 def test_parse_listen() -> None:

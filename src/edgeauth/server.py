@@ -81,8 +81,57 @@ class _BadHost(Exception):
     """A head refused with 400: a missing or repeated Host, a fragment."""
 
 
+class _CoalescingTransport(asyncio.Transport):
+    """The connection's transport as the response cycles see it: the first
+    write of each response (its head) is held until the next one (the body),
+    so that a small response leaves in one write and one TCP segment instead
+    of two. Anything held goes out by itself at the latest in the next turn of
+    the event loop, and before the protocol writes or closes on its own."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self._transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+        self._fresh = True  # the next write starts a response
+
+    def next_response(self) -> None:
+        self._fresh = True
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            self._transport.writelines((held, data))
+        elif self._fresh:
+            self._fresh = False
+            self._held = bytes(data)
+            self._loop.call_soon(self.flush)
+        else:
+            self._transport.write(data)
+
+    def flush(self) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            if not self._transport.is_closing():  # else the connection is gone
+                self._transport.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._transport.get_extra_info(name, default)
+
+
 class EdgeHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with head size, header count and head time limits."""
+    """uvicorn's httptools protocol with head size, header count and head time
+    limits, whose responses leave with their head and first body part in one
+    write."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -92,6 +141,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         # only clears the deadline, so keep-alive requests arm no timer each.
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_deadline: float | None = None
+        self._writer: _CoalescingTransport  # from connection_made
         self._in_head = True
         self._pending = 0  # bytes received while the head is incomplete
         self._head_bytes = 0  # exact size of the parsed head so far
@@ -100,6 +150,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._writer = _CoalescingTransport(transport, self.loop)
         self._start_head_clock()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -112,6 +163,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self.transport.is_closing():
             return
+        self._writer.flush()  # before a 400 or an upgrade answered from here
         if self._in_head:
             self._pending += len(data)
         super().data_received(data)
@@ -155,7 +207,22 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         hosts = sum(1 for name, _ in self.headers if name == b"host")
         if hosts > 1 or (hosts == 0 and self.parser.get_http_version() == "1.1"):
             raise _BadHost  # httptools turns it into a parser error: 400 below
+        previous = self.cycle
         super().on_headers_complete()
+        if self.cycle is not previous:  # a request, not an upgrade
+            self.cycle.transport = self._writer
+
+    def on_response_complete(self) -> None:
+        self._writer.next_response()
+        super().on_response_complete()
+
+    def shutdown(self) -> None:
+        self._writer.flush()
+        super().shutdown()
+
+    def timeout_keep_alive_handler(self) -> None:
+        self._writer.flush()
+        super().timeout_keep_alive_handler()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
@@ -164,6 +231,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
 
     def send_400_response(self, msg: str) -> None:
         """Answer a request the parser refused, as JSON, and close the connection."""
+        self._writer.flush()
         code = Code.HEADERS_TOO_LARGE if self._too_large else Code.BAD_REQUEST
         status, headers, body = render_denial(Denial(new_request_id(), code), "GET")
         content = [STATUS_LINE[status]]
@@ -203,6 +271,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
             self._start_head_clock()
             return
         if not self.transport.is_closing():
+            self._writer.flush()
             self.transport.close()
 
 
