@@ -88,12 +88,16 @@ def drop_hop_by_hop(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes,
     return response_headers(headers, (), cors=False)
 
 
-def _connection_named(headers: Sequence[tuple[bytes, bytes]]) -> frozenset[bytes]:
-    """The header names listed in ``Connection`` (RFC 9110 §7.6.1), lower-case."""
-    named: frozenset[bytes] = frozenset()
+def _connection_named(headers: Sequence[tuple[bytes, bytes]]) -> set[bytes]:
+    """The header names listed in ``Connection`` (RFC 9110 §7.6.1), lower-case,
+    but for those dropped as hop-by-hop anyway (``keep-alive``, ``close``...)."""
+    named: set[bytes] = set()
     for name, value in headers:
         if name.lower() == b"connection":
-            named = named.union(token.strip().lower() for token in value.split(b","))
+            for token in value.split(b","):
+                token = token.strip().lower()
+                if token not in _HOP_BY_HOP:
+                    named.add(token)
     return named
 
 
