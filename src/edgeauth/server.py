@@ -192,10 +192,11 @@ class EdgeHttpProtocol(HttpToolsProtocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_count += 1
-        if self._header_count > self.limits.max_headers:
+        self._head_bytes += len(name) + len(value) + 4  # ": " and CRLF
+        limits = self.limits
+        if self._header_count > limits.max_headers or self._head_bytes > limits.max_head_bytes:
             self._too_large = True
-            raise _HeadTooLarge
-        self._count(len(name) + len(value) + 4)  # ": " and CRLF
+            raise _HeadTooLarge  # httptools turns it into a parser error: 431
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
@@ -204,7 +205,10 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         self._pending = 0
         # RFC 9112 §3.2: a request without Host (HTTP/1.1) or with more than one
         # must be answered with 400; rules match on Host and the upstream gets it.
-        hosts = sum(1 for name, _ in self.headers if name == b"host")
+        hosts = 0
+        for name, _ in self.headers:  # lower-case already
+            if name == b"host":
+                hosts += 1
         if hosts > 1 or (hosts == 0 and self.parser.get_http_version() == "1.1"):
             raise _BadHost  # httptools turns it into a parser error: 400 below
         previous = self.cycle
