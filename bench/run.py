@@ -7,7 +7,7 @@ range, the median p50/p99 latencies, and each server's peak RSS at the end.
 Results are also written as JSON (bench/results/latest.json).
 
     ./scripts/bench                  # everything
-    ./scripts/bench --rounds 1 --seconds 3 --only mw_   # a quick look
+    ./scripts/bench --rounds 1 --seconds 3 --only raw,mw_   # a quick look
 """
 
 from __future__ import annotations
@@ -76,6 +76,19 @@ def peak_rss_mib(pid: int) -> float:
     return total
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its children so far, in seconds."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for p in [pid, *children(pid)]:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
+
+
 def children(pid: int) -> list[int]:
     try:
         out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False)
@@ -108,6 +121,7 @@ class Result:
     rps: list[float] = field(default_factory=list)
     p50: list[float] = field(default_factory=list)
     p99: list[float] = field(default_factory=list)
+    cpu_us: list[float] = field(default_factory=list)  # server CPU time per request
     bad: int = 0
 
 
@@ -169,7 +183,8 @@ class Bench:
         return server
 
     # load ----------------------------------------------------------------
-    def wrk(self, scenario: Scenario, seconds: float) -> tuple[float, float, float, int]:
+    def wrk(self, scenario: Scenario, seconds: float) -> tuple[float, float, float, float, int]:
+        """(requests/s, p50 ms, p99 ms, server CPU µs per request, unexpected statuses)."""
         server = self.servers[scenario.server]
         script = self.work / f"{scenario.name}.lua"
         lines = [f'wrk.headers["{k}"] = "{v}"' for k, v in scenario.headers.items()]
@@ -190,16 +205,20 @@ class Bench:
             'done = function() io.write("BAD " .. bad .. "\\n") end',
         ]
         script.write_text("\n".join(lines) + "\n")
+        cpu_before = cpu_seconds(server.proc.pid)
         out = subprocess.run(
             ["taskset", "-c", LOAD_CORE, "wrk", "-t1", "-c32", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(script),
              f"http://127.0.0.1:{server.port}{scenario.path}"],
             capture_output=True, text=True, check=True, timeout=seconds + 30,
         ).stdout
+        cpu = cpu_seconds(server.proc.pid) - cpu_before
         rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+        done = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
         p50 = _latency(out, "50%")
         p99 = _latency(out, "99%")
         bad_match = re.search(r"BAD (\d+)", out)
-        return rps, p50, p99, int(bad_match.group(1)) if bad_match else 0
+        cpu_us = cpu / done * 1e6 if done else float("nan")
+        return rps, p50, p99, cpu_us, int(bad_match.group(1)) if bad_match else 0
 
     def close(self) -> None:
         self.stack.close()
@@ -281,10 +300,12 @@ def workdir() -> Iterator[Path]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=2.0)
-    parser.add_argument("--only", default="", help="run only scenarios whose name starts with this")
+    parser.add_argument(
+        "--only", default="", help="run only scenarios whose name starts with one of these (comma-separated)"
+    )
     parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "latest.json"))
     parser.add_argument(
         "--stream-mib",
@@ -322,8 +343,10 @@ def run(bench: Bench, work: Path, args: argparse.Namespace) -> int:
     env = {"BENCH_SECRET": SECRET, "BENCH_ISSUER": ISSUER, "BENCH_AUDIENCE": AUDIENCE,
            "BENCH_POLICY": str(policy), "PYTHONPATH": str(ROOT)}
 
-    only = args.only
-    wanted = lambda prefix: not only or prefix.startswith(only) or only.startswith(prefix)  # noqa: E731
+    only = [o for o in args.only.split(",") if o]
+
+    def wanted(prefix: str) -> bool:
+        return not only or any(prefix.startswith(o) or o.startswith(prefix) for o in only)
 
     scenarios: list[Scenario] = []
     cookie = {"Cookie": f"session={session}"}
@@ -381,11 +404,12 @@ def run(bench: Bench, work: Path, args: argparse.Namespace) -> int:
     results = {s.name: Result() for s in scenarios}
     for round_ in range(args.rounds):
         for scenario in scenarios:
-            rps, p50, p99, bad = bench.wrk(scenario, args.seconds)
+            rps, p50, p99, cpu_us, bad = bench.wrk(scenario, args.seconds)
             r = results[scenario.name]
             r.rps.append(rps)
             r.p50.append(p50)
             r.p99.append(p99)
+            r.cpu_us.append(cpu_us)
             r.bad += bad
             print(f"round {round_ + 1}/{args.rounds} {scenario.name:<28} {rps:>9.0f} req/s", file=sys.stderr)
     rss = {name: peak_rss_mib(server.proc.pid) for name, server in bench.servers.items()}
@@ -483,7 +507,8 @@ def report(
     stream: dict[str, float] | None,
 ) -> None:
     rows = []
-    print(f"\n{'scenario':<28} {'req/s median':>12} {'range':>17} {'p50 ms':>8} {'p99 ms':>8} {'peak RSS':>9}")
+    print(f"\n{'scenario':<28} {'req/s median':>12} {'range':>17} {'p50 ms':>8} {'p99 ms':>8} "
+          f"{'CPU us/req':>10} {'peak RSS':>9}")
     for s in scenarios:
         r = results[s.name]
         med = statistics.median(r.rps)
@@ -494,6 +519,7 @@ def report(
             "rps_max": round(max(r.rps), 1),
             "p50_ms": round(statistics.median(r.p50), 3),
             "p99_ms": round(statistics.median(r.p99), 3),
+            "cpu_us_per_request": round(statistics.median(r.cpu_us), 1),
             "peak_rss_mib": round(rss.get(s.server, float("nan")), 1),
             "unexpected_status": r.bad,
         }
@@ -501,19 +527,31 @@ def report(
         flag = "  (!) unexpected statuses" if r.bad else ""
         print(
             f"{s.name:<28} {med:>12.0f} {min(r.rps):>8.0f}-{max(r.rps):<8.0f} "
-            f"{row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f} {row['peak_rss_mib']:>7.1f}Mi{flag}"
+            f"{row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f} {row['cpu_us_per_request']:>10.1f} "
+            f"{row['peak_rss_mib']:>7.1f}Mi{flag}"
         )
-    medians = {row["scenario"]: row["rps_median"] for row in rows}
+    # Each ratio is taken within a round (the two scenarios ran minutes apart at
+    # most), then the median over rounds: drift between rounds cancels out.
     ratios = []
-    print(f"\n{'ratio (same run)':<58} {'value':>6} {'target':>7}")
+    print(f"\n{'ratio (same round, median of rounds)':<58} {'value':>6} {'range':>11} "
+          f"{'by CPU':>7} {'target':>7}")
     for label, num, den, target in RATIOS:
-        if num in medians and den in medians and medians[den]:
-            value = medians[num] / medians[den]
-            ratios.append({"ratio": label, "value": round(value, 3), "target": target or None,
-                           "met": value >= target})
-            verdict = ("ok" if value >= target else "MISSED") if target else "(reported)"
-            shown = f">= {target}" if target else "-"
-            print(f"{label:<58} {value:>6.2f} {shown:>7} {verdict}")
+        if num not in results or den not in results:
+            continue
+        a, b = results[num], results[den]
+        per_round = [x / y for x, y in zip(a.rps, b.rps, strict=True) if y]
+        by_cpu = [y / x for x, y in zip(a.cpu_us, b.cpu_us, strict=True) if x]
+        if not per_round:
+            continue
+        value = statistics.median(per_round)
+        cpu_value = statistics.median(by_cpu) if by_cpu else float("nan")
+        ratios.append({"ratio": label, "value": round(value, 3), "target": target or None,
+                       "met": value >= target, "rounds": [round(v, 3) for v in per_round],
+                       "by_cpu": round(cpu_value, 3)})
+        verdict = ("ok" if value >= target else "MISSED") if target else "(reported)"
+        shown = f">= {target}" if target else "-"
+        spread = f"{min(per_round):.2f}-{max(per_round):.2f}"
+        print(f"{label:<58} {value:>6.2f} {spread:>11} {cpu_value:>7.2f} {shown:>7} {verdict}")
     if "serve" in rss:
         met = rss["serve"] < 100
         ratios.append({"ratio": "serve peak RSS MiB", "value": round(rss["serve"], 1), "target": 100, "met": met})
