@@ -133,6 +133,27 @@ def test_request_ids_are_unique_and_do_not_count_requests() -> None:
     assert 1 not in steps
 
 
+def test_request_ids_can_be_taken_from_several_threads() -> None:
+    """An engine shared by threads (one event loop each) gets unique ids, no error."""
+    import threading
+
+    from edgeauth.pipeline import request_ids
+
+    make = request_ids()
+    taken: list[list[str]] = [[] for _ in range(4)]
+
+    def take(into: list[str]) -> None:
+        into.extend(make() for _ in range(20_000))
+
+    threads = [threading.Thread(target=take, args=(t,)) for t in taken]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    ids = [i for t in taken for i in t]
+    assert len(ids) == 80_000 and len(set(ids)) == 80_000
+
+
 # [audit] file ---------------------------------------------------------------
 
 

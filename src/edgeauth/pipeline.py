@@ -26,7 +26,8 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote_from_bytes
 
@@ -78,14 +79,19 @@ def request_ids() -> Callable[[], str]:
     """Request ids: 64 random bits as 16 hex digits, drawn from a pool refilled
     1,024 at a time (one system call per refill, not per request). Unique in
     practice (a collision is expected after about 2**32 ids) and they do not
-    tell clients how many requests came before theirs."""
+    tell clients how many requests came before theirs. Safe to share between
+    threads: taking one is a single ``deque.popleft``."""
+    pool: deque[str] = deque()
 
-    def pool() -> Iterator[str]:
-        while True:
+    def take() -> str:
+        try:
+            return pool.popleft()
+        except IndexError:
             digits = secrets.token_hex(8 * 1024)
-            yield from [digits[i : i + 16] for i in range(0, len(digits), 16)]
+            pool.extend(digits[i : i + 16] for i in range(0, len(digits), 16))
+            return pool.popleft()
 
-    return pool().__next__
+    return take
 
 
 class _Trace:
