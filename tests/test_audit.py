@@ -269,3 +269,57 @@ def test_audit_time_is_utc_to_the_second() -> None:
     assert _iso(1764300000.9) == "2025-11-28T03:20:00Z"
     assert _iso(1764300001.0) == "2025-11-28T03:20:01Z"
     assert _iso(1764300000.2) == "2025-11-28T03:20:00Z"
+
+
+def test_audit_file_line_cut_short_is_ended_and_its_event_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Disk full mid-line: that event goes to the logger, the partial line is
+    ended before the next event, so every later line parses."""
+    import os
+
+    from edgeauth import audit
+
+    path = tmp_path / "audit.log"
+    sink = audit.FileAuditSink(path)
+    real_write = os.write
+    cut = {"left": 1}
+
+    def short_write(fd: int, data: bytes) -> int:
+        if cut["left"]:
+            cut["left"] -= 1
+            return real_write(fd, data[: len(data) // 2])
+        return real_write(fd, data)
+
+    with caplog.at_level(logging.INFO):
+        sink.emit({"outcome": "deny", "n": 1})
+        monkeypatch.setattr(audit.os, "write", short_write)
+        sink.emit({"outcome": "deny", "n": 2})
+        sink.emit({"outcome": "allow", "n": 3})
+    sink.close()
+    lines = path.read_text().splitlines()
+    assert json.loads(lines[0]) == {"outcome": "deny", "n": 1}
+    assert json.loads(lines[-1]) == {"outcome": "allow", "n": 3}
+    assert len(lines) == 3  # the cut line stays, ended
+    logged = [json.loads(r.getMessage()) for r in caplog.records if r.name == "edgeauth.audit"]
+    assert logged == [{"outcome": "deny", "n": 2}]
+
+
+def test_audit_file_after_close_goes_to_the_logger_even_allows(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A closed sink opens nothing again; its events, allows included, reach the
+    logger even when it only shows warnings."""
+    from edgeauth.audit import FileAuditSink
+
+    path = tmp_path / "audit.log"
+    sink = FileAuditSink(path)
+    sink.emit({"outcome": "allow", "n": 1})
+    sink.close()
+    with caplog.at_level(logging.WARNING, logger="edgeauth.audit"):
+        sink.emit({"outcome": "allow", "n": 2})
+    assert file_lines(path) == [{"outcome": "allow", "n": 1}]
+    assert [json.loads(r.getMessage()) for r in caplog.records if r.name == "edgeauth.audit"] == [
+        {"outcome": "allow", "n": 2}
+    ]
+    assert sink._fd is None  # nothing reopened after close

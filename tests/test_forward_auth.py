@@ -691,3 +691,16 @@ async def test_answers_do_not_depend_on_earlier_requests(endpoint: Endpoint) -> 
         uri_name, _ = URI_HEADERS[endpoint.dialect]
         twice = await endpoint.ask("/api/protected/x", "GET", [cookie(), (uri_name, "/public/x")])
         assert twice.status == 403
+
+
+async def test_request_line_only_in_underscore_spelling_is_untrusted_peer(nginx: Endpoint) -> None:
+    """X_Original_URI / X_Original_Method alone (no dash spelling) is not the
+    dialect: 403 untrusted_peer, never a 500."""
+    r = await call(
+        nginx.app,
+        raw_path=b"/_edgeauth/auth",
+        headers=[("x_original_uri", "/api/protected/x"), ("x_original_method", "GET"), cookie()],
+        client=GATEWAY,
+    )
+    assert r.status == 403
+    assert r.header("x-edgeauth-code") == "untrusted_peer"

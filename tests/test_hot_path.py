@@ -140,3 +140,25 @@ async def test_verified_answers_only_for_tokens_verified_before(tmp_path: Path) 
     assert keys.verified(API_KEY, now) is None
     assert (await keys.authenticate(API_KEY, now)) is not None
     assert keys.verified(API_KEY, now) is None
+
+
+async def test_route_memo_keeps_no_oversized_key(tmp_path: Path) -> None:
+    """A huge Access-Control-Request-Method or Host is decided but not
+    remembered: the memo's size in bytes stays bounded, not only its entries."""
+    app = app_for(tmp_path)
+    before = len(app.engine._routes)
+    for i in range(20):
+        huge = "X" * 4000 + str(i)
+        r = await call(
+            app,
+            method="OPTIONS",
+            raw_path=b"/api/v1/x",
+            headers=[
+                ("origin", "https://app.example.com"),
+                ("access-control-request-method", huge),
+            ],
+        )
+        assert r.status == 403
+        r = await call(app, raw_path=b"/t/x", headers=[("host", "a" * 4000 + ".example")])
+        assert r.status == 401
+    assert len(app.engine._routes) == before

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping
 from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
@@ -55,13 +56,17 @@ def encode_event(event: Mapping[str, Any]) -> str:
 
 
 class LoggingAuditSink:
-    """Writes each event as a JSON line to the ``edgeauth.audit`` logger."""
+    """Writes each event as a JSON line to the ``edgeauth.audit`` logger:
+    allows at ``allow_level`` (INFO), everything else at WARNING."""
 
-    def __init__(self, logger: logging.Logger | None = None) -> None:
+    def __init__(
+        self, logger: logging.Logger | None = None, *, allow_level: int = logging.INFO
+    ) -> None:
         self._logger = logger or logging.getLogger("edgeauth.audit")
+        self._allow_level = allow_level
 
     def emit(self, event: Mapping[str, Any]) -> None:
-        level = logging.INFO if event.get("outcome") == "allow" else logging.WARNING
+        level = self._allow_level if event.get("outcome") == "allow" else logging.WARNING
         logger = self._logger
         if logger.isEnabledFor(level):
             message = encode_event(event)
@@ -83,9 +88,14 @@ class FileAuditSink:
     skips the ``logging`` machinery, which costs more than the event itself.
 
     The file is created if missing (mode 0640) and reopened when it has been
-    moved or deleted (log rotation), checked at most once a second. While it
-    cannot be written, events go to ``fallback`` (the ``edgeauth.audit``
-    logger), so none is lost; the outage and the recovery are logged once.
+    moved or deleted (log rotation), checked at most once a second: events of
+    that second still go to the moved file (kept by logrotate), or to the
+    deleted one (lost with it). While the file cannot be written, events go to
+    ``fallback`` (the ``edgeauth.audit`` logger, allows at WARNING too), so none
+    is lost; the outage and the recovery are logged once. A line cut short
+    (disk full) is ended before the next one, so every other line stays whole.
+    After :meth:`close`, events go to ``fallback``. One sink may be shared by
+    threads.
     """
 
     def __init__(
@@ -96,42 +106,63 @@ class FileAuditSink:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.path = os.fspath(path)
-        self._fallback = fallback or LoggingAuditSink()
+        self._fallback = fallback or LoggingAuditSink(allow_level=logging.WARNING)
         self._clock = clock
         self._fd: int | None = None
         self._file_id: tuple[int, int] | None = None
         self._checked = float("-inf")
         self._failing = False
+        self._cut_short = False  # the last write left a partial line
+        self._closed = False
         self._open_error: OSError | None = None
+        self._lock = threading.Lock()
 
     def emit(self, event: Mapping[str, Any]) -> None:
         line = (encode_event(event) + "\n").encode("ascii")
+        with self._lock:
+            written = self._write(line)
+        if written:
+            return
+        self._fallback.emit(event)
+
+    def _write(self, line: bytes) -> bool:
+        """Append ``line``; False (reported once per outage) when it is not all in."""
+        if self._closed:
+            return False
         now = self._clock()
         if now - self._checked >= _REOPEN_CHECK_SECONDS:
             self._checked = now
             self._reopen_if_moved()
+        if self._cut_short:
+            line = b"\n" + line
         try:
             if self._fd is None:
                 raise OSError(f"cannot open {self.path}: {self._open_error}")
             written = os.write(self._fd, line)
             if written != len(line):
+                self._cut_short = written > 0 or self._cut_short
                 raise OSError(f"short write to {self.path} (disk full?)")
         except OSError as exc:
             if not self._failing:
                 self._failing = True
                 log.error("cannot write the audit file, using the edgeauth.audit logger: %s", exc)
-            self._fallback.emit(event)
-            return
+            return False
+        self._cut_short = False
         if self._failing:
             self._failing = False
             log.warning("writing the audit file %s again", self.path)
+        return True
 
     def close(self) -> None:
-        """Close the file (a later event opens it again)."""
+        """Close the file; later events go to the fallback."""
+        with self._lock:
+            self._closed = True
+            self._close_fd()
+
+    def _close_fd(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
         self._fd, self._file_id = None, None
-        self._checked = float("-inf")
 
     def _reopen_if_moved(self) -> None:
         try:
@@ -140,7 +171,7 @@ class FileAuditSink:
                 return
         except OSError:
             pass  # moved away or deleted: open (create) it again
-        self.close()
+        self._close_fd()
         self._checked = self._clock()
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)

@@ -279,9 +279,12 @@ class ForwardAuthApp:
                 return _Refused(Code.UNTRUSTED_PEER, "path is not below the endpoint's prefix")
             return _own_method(scope), path, bytes(scope.get("query_string", b""))
         uri_header, method_header = own
-        sent = mapped[method_header][0]
-        method = self._methods.get(sent) or self._method(sent)
-        uri = mapped[uri_header][0].strip()
+        sent_method, sent_uri = mapped.get(method_header), mapped.get(uri_header)
+        if not sent_method or not sent_uri:
+            # Sent only in another spelling (X_Original_URI): not the dialect's.
+            return _Refused(Code.UNTRUSTED_PEER, f"{method_header} or {uri_header} missing")
+        method = self._methods.get(sent_method[0]) or self._method(sent_method[0])
+        uri = sent_uri[0].strip()
         if not method or not uri:
             return _Refused(Code.UNTRUSTED_PEER, f"malformed {method_header} or {uri_header}")
         path, _, query = uri.encode("latin-1").partition(b"?")

@@ -62,7 +62,9 @@ _CHALLENGES: dict[Code, Header] = {
 }
 
 _ROUTE_MEMO_SIZE = 4096
-_ROUTE_MEMO_PATH_BYTES = 1024  # longer paths are canonicalized and matched every time
+# Longer keys (path, method and host together) are canonicalized and matched
+# every time: the memo stays within a few MiB whatever clients send.
+_ROUTE_MEMO_KEY_CHARS = 1024
 
 _Refusal = tuple[Code, tuple[Header, ...]]
 """A rate-limit or lockout refusal: the code and the headers that explain it."""
@@ -180,7 +182,7 @@ class Engine:
             return found
         path = canonicalize(view.raw_path)
         found = (path, path.raw.encode()), self.policy.rules.match(method, host, path.decoded)
-        if len(view.raw_path) <= _ROUTE_MEMO_PATH_BYTES:
+        if len(view.raw_path) + len(method) + len(host) <= _ROUTE_MEMO_KEY_CHARS:
             if len(self._routes) >= _ROUTE_MEMO_SIZE:
                 self._routes.clear()
             self._routes[key] = found
