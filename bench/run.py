@@ -114,6 +114,7 @@ class Scenario:
     token_header: str = ""
     token_prefix: str = ""
     expect_status: int = 200
+    tokens_used: int = 0  # requests sent so far: the next run starts at this token
 
 
 @dataclass
@@ -192,7 +193,9 @@ class Bench:
             lines += [
                 "local tokens = {}",
                 f'for line in io.lines("{scenario.tokens_file}") do tokens[#tokens + 1] = line end',
-                "local i = math.random(#tokens)",
+                # Runs continue where the last one stopped: every token is used
+                # once before any is used again.
+                f"local i = {scenario.tokens_used} % #tokens",
                 "request = function()",
                 "  i = i % #tokens + 1",
                 f'  wrk.headers["{scenario.token_header}"] = "{scenario.token_prefix}" .. tokens[i]',
@@ -218,6 +221,7 @@ class Bench:
         p99 = _latency(out, "99%")
         bad_match = re.search(r"BAD (\d+)", out)
         cpu_us = cpu / done * 1e6 if done else float("nan")
+        scenario.tokens_used += done
         return rps, p50, p99, cpu_us, int(bad_match.group(1)) if bad_match else 0
 
     def close(self) -> None:
@@ -412,6 +416,15 @@ def run(bench: Bench, work: Path, args: argparse.Namespace) -> int:
             r.cpu_us.append(cpu_us)
             r.bad += bad
             print(f"round {round_ + 1}/{args.rounds} {scenario.name:<28} {rps:>9.0f} req/s", file=sys.stderr)
+    uncached = next((s for s in scenarios if s.name == "serve_uncached_hs256"), None)
+    if uncached is not None:
+        # The RSS target is for a worker that has seen 100,000 distinct tokens.
+        for _ in range(60):
+            if uncached.tokens_used >= TOKENS:
+                break
+            print(f"distinct tokens through edgeauth serve: {uncached.tokens_used:,}", file=sys.stderr)
+            bench.wrk(uncached, 10)
+        args.serve_tokens = min(uncached.tokens_used, TOKENS)
     rss = {name: peak_rss_mib(server.proc.pid) for name, server in bench.servers.items()}
     stream = streaming(args.stream_mib) if args.stream_mib and not only else None
     report(scenarios, results, rss, args, stream)
@@ -553,9 +566,12 @@ def report(
         spread = f"{min(per_round):.2f}-{max(per_round):.2f}"
         print(f"{label:<58} {value:>6.2f} {spread:>11} {cpu_value:>7.2f} {shown:>7} {verdict}")
     if "serve" in rss:
-        met = rss["serve"] < 100
-        ratios.append({"ratio": "serve peak RSS MiB", "value": round(rss["serve"], 1), "target": 100, "met": met})
-        print(f"{'edgeauth serve peak RSS (MiB, < 100)':<58} {rss['serve']:>6.1f} {'< 100':>7} {'ok' if met else 'MISSED'}")
+        tokens = getattr(args, "serve_tokens", 0)
+        met = rss["serve"] < 100 and tokens >= TOKENS
+        ratios.append({"ratio": "serve peak RSS MiB", "value": round(rss["serve"], 1), "target": 100,
+                       "met": met, "distinct_tokens": tokens})
+        label = f"edgeauth serve peak RSS (MiB, < 100) after {tokens:,} tokens"
+        print(f"{label:<58} {rss['serve']:>6.1f} {'< 100':>7} {'ok' if met else 'MISSED'}")
     if stream is not None:
         growth = stream["rss_peak_mib"] - stream["rss_baseline_mib"]
         met = growth < 50
