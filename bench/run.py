@@ -8,6 +8,7 @@ Results are also written as JSON (bench/results/latest.json).
 
     ./scripts/bench                  # everything
     ./scripts/bench --rounds 1 --seconds 3 --only raw,mw_   # a quick look
+    ./scripts/bench --keep-servers   # one process per server for the whole run
 """
 
 from __future__ import annotations
@@ -101,7 +102,11 @@ def children(pid: int) -> list[int]:
 class Server:
     name: str
     port: int
-    proc: subprocess.Popen[bytes]
+    argv: list[str]
+    env: dict[str, str] | None
+    core: str
+    fresh: bool  # restarted before every round (every server under test)
+    proc: subprocess.Popen[bytes] | None = None
 
 
 @dataclass
@@ -138,20 +143,35 @@ class Bench:
     def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None, core: str = SERVER_CORE) -> Server:
         port = free_port()
         argv = [a.replace("{port}", str(port)) for a in argv]
-        log = open(self.work / f"{name}.log", "wb")  # noqa: SIM115 - closed with the stack
-        self.stack.callback(log.close)
-        proc = subprocess.Popen(
-            ["taskset", "-c", core, *argv],
-            env={**os.environ, **(env or {})},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
-        self.stack.callback(stop, proc)
-        wait_for_port(port, proc)
-        server = Server(name, port, proc)
+        return self.launch(name, port, argv, {**os.environ, **(env or {})}, core)
+
+    def launch(
+        self, name: str, port: int, argv: list[str], env: dict[str, str] | None, core: str, fresh: bool = True
+    ) -> Server:
+        """Start a server (pinned to ``core``) and wait for its port; it is
+        stopped with the bench."""
+        server = Server(name, port, argv, env, core, fresh)
+        self.start(server)
+        self.stack.callback(lambda: server.proc is not None and stop(server.proc))
         self.servers[name] = server
         return server
+
+    def start(self, server: Server) -> None:
+        with open(self.work / f"{server.name}.log", "ab") as log:
+            server.proc = subprocess.Popen(
+                ["taskset", "-c", server.core, *server.argv],
+                env=server.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+            )
+        wait_for_port(server.port, server.proc)
+
+    def restart_fresh(self) -> None:
+        """New processes for every server under test: each round then samples
+        a process of its own, rather than every round inheriting one process's
+        luck with the machine."""
+        for server in self.servers.values():
+            if server.fresh and server.proc is not None:
+                stop(server.proc)
+                self.start(server)
 
     def uvicorn(self, name: str, target: str, env: dict[str, str], factory: bool = False) -> Server:
         argv = [PYTHON, "-m", "uvicorn", target, "--host", "127.0.0.1", "--port", "{port}",
@@ -174,14 +194,7 @@ class Bench:
             f" server {{\n  listen 127.0.0.1:{port};\n{conf_body}\n }}\n}}\n"
         )
         argv = ["nginx", "-p", str(folder), "-c", str(conf), "-g", "daemon off; master_process off;"]
-        log = open(self.work / f"{name}.log", "wb")  # noqa: SIM115
-        self.stack.callback(log.close)
-        proc = subprocess.Popen(["taskset", "-c", core, *argv], stdout=log, stderr=subprocess.STDOUT)
-        self.stack.callback(stop, proc)
-        wait_for_port(port, proc)
-        server = Server(name, port, proc)
-        self.servers[name] = server
-        return server
+        return self.launch(name, port, argv, None, core, fresh=name != "upstream")
 
     # load ----------------------------------------------------------------
     def wrk(self, scenario: Scenario, seconds: float) -> tuple[float, float, float, float, int]:
@@ -208,6 +221,7 @@ class Bench:
             'done = function() io.write("BAD " .. bad .. "\\n") end',
         ]
         script.write_text("\n".join(lines) + "\n")
+        assert server.proc is not None
         cpu_before = cpu_seconds(server.proc.pid)
         out = subprocess.run(
             ["taskset", "-c", LOAD_CORE, "wrk", "-t1", "-c32", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(script),
@@ -306,7 +320,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds per scenario before each round")
+    parser.add_argument(
+        "--keep-servers", dest="fresh_servers", action="store_false",
+        help="one process per server for the whole run (default: new processes every round)",
+    )
     parser.add_argument(
         "--only", default="", help="run only scenarios whose name starts with one of these (comma-separated)"
     )
@@ -402,11 +420,19 @@ def run(bench: Bench, work: Path, args: argparse.Namespace) -> int:
             ]
     scenarios = [s for s in scenarios if wanted(s.name)]
 
-    print(f"warming up {len(scenarios)} scenarios ({args.warmup:g} s each)", file=sys.stderr)
-    for scenario in scenarios:
-        bench.wrk(scenario, args.warmup)
     results = {s.name: Result() for s in scenarios}
+    uncached_at_last_start = 0
     for round_ in range(args.rounds):
+        if args.fresh_servers and round_ > 0:
+            bench.restart_fresh()
+        if args.fresh_servers or round_ == 0:
+            uncached_at_last_start = sum(
+                s.tokens_used for s in scenarios if s.name == "serve_uncached_hs256"
+            )
+        print(f"round {round_ + 1}: warming up {len(scenarios)} scenarios ({args.warmup:g} s each)",
+              file=sys.stderr)
+        for scenario in scenarios:
+            bench.wrk(scenario, args.warmup)
         for scenario in scenarios:
             rps, p50, p99, cpu_us, bad = bench.wrk(scenario, args.seconds)
             r = results[scenario.name]
@@ -418,14 +444,18 @@ def run(bench: Bench, work: Path, args: argparse.Namespace) -> int:
             print(f"round {round_ + 1}/{args.rounds} {scenario.name:<28} {rps:>9.0f} req/s", file=sys.stderr)
     uncached = next((s for s in scenarios if s.name == "serve_uncached_hs256"), None)
     if uncached is not None:
-        # The RSS target is for a worker that has seen 100,000 distinct tokens.
+        # The RSS target is for a worker that has seen 100,000 distinct tokens:
+        # the last round's worker goes on until it has.
+        seen = uncached.tokens_used - uncached_at_last_start
         for _ in range(60):
-            if uncached.tokens_used >= TOKENS:
+            if seen >= TOKENS:
                 break
-            print(f"distinct tokens through edgeauth serve: {uncached.tokens_used:,}", file=sys.stderr)
+            print(f"distinct tokens through this edgeauth serve worker: {seen:,}", file=sys.stderr)
+            before = uncached.tokens_used
             bench.wrk(uncached, 10)
-        args.serve_tokens = min(uncached.tokens_used, TOKENS)
-    rss = {name: peak_rss_mib(server.proc.pid) for name, server in bench.servers.items()}
+            seen += uncached.tokens_used - before
+        args.serve_tokens = min(seen, TOKENS)
+    rss = {name: peak_rss_mib(server.proc.pid) for name, server in bench.servers.items() if server.proc}
     stream = streaming(args.stream_mib) if args.stream_mib and not only else None
     report(scenarios, results, rss, args, stream)
     return 0
@@ -459,15 +489,8 @@ def _has_serve() -> bool:
 
 def _spawn_serve(bench: Bench, policy: Path, port: int) -> Server:
     argv = [str(ROOT / ".venv" / "bin" / "edgeauth"), "serve", "--config", str(policy)]
-    log = open(bench.work / "serve.log", "wb")  # noqa: SIM115
-    bench.stack.callback(log.close)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(["taskset", "-c", SERVER_CORE, *argv], stdout=log, stderr=subprocess.STDOUT, env=env)
-    bench.stack.callback(stop, proc)
-    wait_for_port(port, proc)
-    server = Server("serve", port, proc)
-    bench.servers["serve"] = server
-    return server
+    return bench.launch("serve", port, argv, env, SERVER_CORE)
 
 
 def _nginx_forward_auth(bench: Bench, edgeauth_port: int, upstream_port: int) -> Server:
@@ -490,14 +513,7 @@ def _nginx_forward_auth(bench: Bench, edgeauth_port: int, upstream_port: int) ->
         f" include {folder / 'site.conf'};\n}}\n"
     )
     argv = ["nginx", "-p", str(folder), "-c", str(conf), "-g", "daemon off; master_process off;"]
-    log = open(bench.work / "nginx_forward_auth.log", "wb")  # noqa: SIM115
-    bench.stack.callback(log.close)
-    proc = subprocess.Popen(["taskset", "-c", SERVER_CORE, *argv], stdout=log, stderr=subprocess.STDOUT)
-    bench.stack.callback(stop, proc)
-    wait_for_port(port, proc)
-    server = Server("nginx_forward_auth", port, proc)
-    bench.servers["nginx_forward_auth"] = server
-    return server
+    return bench.launch("nginx_forward_auth", port, argv, None, SERVER_CORE)
 
 
 RATIOS = [
@@ -565,8 +581,8 @@ def report(
         shown = f">= {target}" if target else "-"
         spread = f"{min(per_round):.2f}-{max(per_round):.2f}"
         print(f"{label:<58} {value:>6.2f} {spread:>11} {cpu_value:>7.2f} {shown:>7} {verdict}")
-    if "serve" in rss:
-        tokens = getattr(args, "serve_tokens", 0)
+    if "serve" in rss and hasattr(args, "serve_tokens"):
+        tokens = args.serve_tokens
         met = rss["serve"] < 100 and tokens >= TOKENS
         ratios.append({"ratio": "serve peak RSS MiB", "value": round(rss["serve"], 1), "target": 100,
                        "met": met, "distinct_tokens": tokens})
