@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import re
-import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -38,8 +37,9 @@ from .asgi import Receive, Scope, Send, send_rendered
 from .audit import AuditSink, LoggingAuditSink
 from .forwarded import client_address
 from .headers import HOP_BY_HOP, normalize_name
-from .model import Allow, Code, Denial, Outcome, Preflight, RequestView
-from .pipeline import Engine
+from .memo import remember
+from .model import Allow, Code, Denial, Outcome, Preflight, RequestView, encode_headers
+from .pipeline import Engine, new_request_id
 from .policy import ForwardAuthSettings, Policy
 from .responses import Rendered, render_denial, render_preflight
 
@@ -86,7 +86,6 @@ _GATEWAY = frozenset(
     }
 )
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 §5.6.2 (a method)
-_MEMO_SIZE = 1024
 _MEMO_NAME_BYTES = 64
 # Dot segments (raw or escaped) and empty segments: the gateway forwards the path
 # unresolved, so a path whose canonical form differs in structure would be
@@ -153,7 +152,7 @@ class ForwardAuthApp:
             log.exception("cannot read the forward-auth request")
             request = _Refused(Code.INTERNAL_ERROR, "unreadable forward-auth request")
         if isinstance(request, _Refused):
-            denial = Denial(secrets.token_hex(8), request.code)
+            denial = Denial(new_request_id(), request.code)
             method = request.method or _own_method(scope)
             self._audit_refusal(scope, request, denial, method)
             await send_rendered(scope, send, self._render_denial(denial, method))
@@ -246,9 +245,7 @@ class ForwardAuthApp:
         spelled = normal if normal in _ALL_REQUEST_LINE or normal in _SINGLE[self.dialect] else ""
         learned = (key, spelled, key in _GATEWAY)
         if len(name) <= _MEMO_NAME_BYTES:
-            if len(self._names) >= _MEMO_SIZE:
-                self._names.clear()
-            self._names[name] = learned
+            remember(self._names, name, learned)
         return learned
 
     def _check_dialect(self, counts: dict[str, int]) -> _Refused | None:
@@ -296,9 +293,7 @@ class ForwardAuthApp:
         text = sent.strip()
         method = text.upper() if _TOKEN.fullmatch(text) else ""
         if len(sent) <= _MEMO_NAME_BYTES:
-            if len(self._methods) >= _MEMO_SIZE:
-                self._methods.clear()
-            self._methods[sent] = method
+            remember(self._methods, sent, method)
         return method
 
     def _render_allow(self, allow: Allow) -> Rendered:
@@ -307,8 +302,7 @@ class ForwardAuthApp:
         identity = self.policy.identity.build(allow.identity, include_empty=True)
         headers = [(b"cache-control", b"no-store"), (b"x-request-id", allow.request_id.encode())]
         headers += self.policy.identity.encoded(identity)
-        for name, value in allow.response_headers:
-            headers.append((name.encode("latin-1"), value.encode("latin-1")))
+        headers += encode_headers(allow.response_headers)
         if self.dialect == "envoy":
             removed = [p for p in allow.withheld if not p.startswith("cookie:")]
             if removed:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 
+from .memo import remember
+
 __all__ = ["FORWARDING_HEADERS", "UNTRUSTED_PREFIXES", "client_address", "rate_key"]
 
 # Headers through which a proxy tells the app about the client and the original
@@ -73,15 +75,12 @@ def _address(text: str) -> str | None:
     except ValueError:
         address = None
     if len(text) <= _MEMO_TEXT:
-        if len(_ADDRESSES) >= _MEMO_SIZE:
-            _ADDRESSES.clear()
-        _ADDRESSES[text] = address
+        remember(_ADDRESSES, text, address)
     return address
 
 
 _ADDRESSES: dict[str, str | None] = {}
 _UNPARSED = ""  # never a parsed address
-_MEMO_SIZE = 4096
 _MEMO_TEXT = 64
 
 

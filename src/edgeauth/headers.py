@@ -18,7 +18,8 @@ from urllib.parse import quote
 
 from .errors import InvalidCredentials
 from .forwarded import FORWARDING_HEADERS, UNTRUSTED_PREFIXES
-from .model import Header, Identity
+from .memo import remember
+from .model import Header, Identity, encode_headers
 
 __all__ = [
     "DEFAULT_IDENTITY_HEADERS",
@@ -63,7 +64,6 @@ HOP_BY_HOP = frozenset(
 )
 RESERVED = frozenset({"authorization", "cookie", "host", "content-length", *HOP_BY_HOP})
 
-_MEMO_SIZE = 4096
 _MEMO_NAME_BYTES = 64  # longer header names are classified every time, not memoized
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1
 _PRINTABLE_BUT_PERCENT = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
@@ -195,9 +195,7 @@ class IdentityHeaders:
             None if norm in self.stripped_untrusted or norm.startswith(UNTRUSTED_PREFIXES) else text
         )
         if len(name) <= _MEMO_NAME_BYTES:
-            if len(self.names) >= _MEMO_SIZE:
-                self.names.clear()
-            self.names[name] = (trusted, untrusted)
+            remember(self.names, name, (trusted, untrusted))
         return trusted, untrusted
 
     def encoded(self, headers: tuple[Header, ...]) -> list[tuple[bytes, bytes]]:
@@ -207,11 +205,7 @@ class IdentityHeaders:
         if memo is not None and memo[0] is headers:
             return memo[1]
         # Values are ASCII: build() percent-encodes everything else.
-        result = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers]
-        if len(self._encoded) >= _MEMO_SIZE:
-            self._encoded.clear()
-        self._encoded[id(headers)] = (headers, result)
-        return result
+        return remember(self._encoded, id(headers), (headers, encode_headers(headers)))[1]
 
     def strip(self, raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         """ASGI header pairs without any spelling of a stripped name."""
@@ -233,7 +227,5 @@ class IdentityHeaders:
         pairs = ((f.name, f.value(identity)) for f in self.fields)
         result = tuple(p for p in pairs if include_empty or p[1])
         if identity is not None:
-            if len(self._built) >= _MEMO_SIZE:
-                self._built.clear()
-            self._built[key] = (identity, result)
+            remember(self._built, key, (identity, result))
         return result

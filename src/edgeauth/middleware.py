@@ -26,7 +26,7 @@ from .asgi import (
 )
 from .audit import AuditSink
 from .config import load_policy
-from .model import Allow, Code, Denial, RequestView
+from .model import Allow, Code, Denial, RequestView, encode_headers
 from .pipeline import Engine
 from .policy import Policy
 from .responses import Rendered, error_body, render_denial
@@ -127,7 +127,7 @@ class EdgeAuth:
         """Call the app with the response headers added (CORS, RateLimit-*), its
         status reported to the engine and its request body bounded."""
         started = responded = False
-        extra = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in allow.response_headers]
+        extra = encode_headers(allow.response_headers)
 
         async def send_wrapper(message: Message) -> None:
             nonlocal started

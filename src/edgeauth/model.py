@@ -30,10 +30,18 @@ __all__ = [
     "Outcome",
     "Preflight",
     "RequestView",
+    "encode_headers",
 ]
 
 Header = tuple[str, str]
 """A header as (lower-case name, value)."""
+
+
+def encode_headers(headers: tuple[Header, ...]) -> list[tuple[bytes, bytes]]:
+    """Headers as ASGI byte pairs (values are Latin-1 at most; edgeauth's own
+    are ASCII)."""
+    return [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers]
+
 
 EMPTY_CLAIMS: Mapping[str, Any] = MappingProxyType({})
 

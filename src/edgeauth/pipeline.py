@@ -35,6 +35,7 @@ from .audit import AuditSink, LoggingAuditSink, fingerprint
 from .authn.base import CredentialSource
 from .errors import AuthUnavailable, BadRequest, InvalidCredentials, Revoked, StoreUnavailable
 from .forwarded import rate_key
+from .memo import remember
 from .model import Allow, Code, Denial, Header, Identity, Kind, Outcome, Preflight, RequestView
 from .paths import CanonicalPath, canonicalize
 from .policy import Policy, Rule
@@ -61,7 +62,6 @@ _CHALLENGES: dict[Code, Header] = {
     Code.INSUFFICIENT_SCOPE: ("www-authenticate", f'{_REALM}, error="insufficient_scope"'),
 }
 
-_ROUTE_MEMO_SIZE = 4096
 # Longer keys (path, method and host together) are canonicalized and matched
 # every time: the memo stays within a few MiB whatever clients send.
 _ROUTE_MEMO_KEY_CHARS = 1024
@@ -94,6 +94,9 @@ def request_ids() -> Callable[[], str]:
             return pool.popleft()
 
     return take
+
+
+_request_id_pool = request_ids  # the parameter of Engine() shadows the name
 
 
 class _Trace:
@@ -129,7 +132,7 @@ class Engine:
         self.policy = policy
         self._clock = clock
         self._audit = audit or policy.audit_sink or LoggingAuditSink()
-        self._ids = request_ids or globals()["request_ids"]()
+        self._ids = request_ids or _request_id_pool()
         self._routes: dict[tuple[str, str, bytes], tuple[_Route, Rule | None]] = {}
         self.watches_upstream = bool(policy.upstream_401_rules)
         """Whether :meth:`upstream_response` does anything for this policy."""
@@ -183,9 +186,7 @@ class Engine:
         path = canonicalize(view.raw_path)
         found = (path, path.raw.encode()), self.policy.rules.match(method, host, path.decoded)
         if len(view.raw_path) + len(method) + len(host) <= _ROUTE_MEMO_KEY_CHARS:
-            if len(self._routes) >= _ROUTE_MEMO_SIZE:
-                self._routes.clear()
-            self._routes[key] = found
+            remember(self._routes, key, found)
         return found
 
     async def _decide(self, view: RequestView, rid: str, trace: _Trace) -> Outcome:
@@ -439,10 +440,9 @@ class Engine:
         return None, None
 
     def _cross_site(self, view: RequestView, rule: Rule) -> bool:
-        """CSRF: a cookie credential on an unsafe method or a WebSocket upgrade
-        from a foreign origin (Fetch Metadata, OWASP CSRF cheat sheet)."""
-        if view.method in _SAFE_METHODS and not view.websocket:
-            return False
+        """CSRF: is this cookie credential on an unsafe method or a WebSocket
+        upgrade (the caller checks that) from a foreign origin? (Fetch Metadata,
+        OWASP CSRF cheat sheet.)"""
         origin = view.header("origin")
         if origin is None:
             return view.header("sec-fetch-site") == "cross-site"

@@ -17,6 +17,7 @@ from .authz import Requirement
 from .cors import CorsPolicy
 from .errors import ConfigError, ConfigIssue
 from .headers import IdentityHeaders
+from .memo import remember
 from .model import Kind
 from .ratelimit import Limit, LimitStore, MemoryLimitStore, RedisLimitStore, Scope
 from .revocation import FileRevocations, RedisRevocations, RevocationStore
@@ -207,12 +208,7 @@ def _in_networks(address: str | None, networks: tuple[Network, ...]) -> bool:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return False
-    result = any(ip in net for net in networks)
-    if len(_TRUST_MEMO) >= _TRUST_MEMO_SIZE:
-        _TRUST_MEMO.clear()
-    _TRUST_MEMO[key] = (networks, result)
-    return result
+    return remember(_TRUST_MEMO, key, (networks, any(ip in net for net in networks)))[1]
 
 
 _TRUST_MEMO: dict[tuple[str, int], tuple[tuple[Network, ...], bool]] = {}
-_TRUST_MEMO_SIZE = 4096

@@ -11,7 +11,8 @@ import html
 import json
 from json.encoder import encode_basestring_ascii
 
-from .model import Code, Denial, Header, Preflight
+from .memo import remember
+from .model import Code, Denial, Header, Preflight, encode_headers
 
 __all__ = ["Rendered", "error_body", "render_denial", "render_preflight"]
 
@@ -54,17 +55,11 @@ _quote = encode_basestring_ascii
 _BODY_HEADS: dict[tuple[Code, str | None], bytes] = {}
 
 
-def _encode(headers: tuple[Header, ...]) -> list[tuple[bytes, bytes]]:
-    return [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers]
-
-
 def _encoded_one(header: Header) -> tuple[bytes, bytes]:
     """One header as ASGI bytes; the engine's constant headers are encoded once."""
     found = _ENCODED.get(header)
     if found is None:
-        found = (header[0].encode("latin-1"), header[1].encode("latin-1"))
-        if len(_ENCODED) < 1024:
-            _ENCODED[header] = found
+        found = remember(_ENCODED, header, encode_headers((header,))[0], 1024)
     return found
 
 
@@ -97,4 +92,5 @@ def render_denial(denial: Denial, method: str) -> Rendered:
 
 def render_preflight(preflight: Preflight) -> Rendered:
     """204 with the CORS grant; no body."""
-    return 204, [(b"x-request-id", preflight.request_id.encode()), *_encode(preflight.headers)], b""
+    headers = [(b"x-request-id", preflight.request_id.encode()), *encode_headers(preflight.headers)]
+    return 204, headers, b""
