@@ -55,24 +55,18 @@ _quote = encode_basestring_ascii
 _BODY_HEADS: dict[tuple[Code, str | None], bytes] = {}
 
 
-def _encoded_one(header: Header) -> tuple[bytes, bytes]:
-    """One header as ASGI bytes; the engine's constant headers are encoded once."""
-    found = _ENCODED.get(header)
-    if found is None:
-        found = remember(_ENCODED, header, encode_headers((header,))[0], 1024)
-    return found
-
-
-_ENCODED: dict[Header, tuple[bytes, bytes]] = {}
-
-
 def render_denial(denial: Denial, method: str) -> Rendered:
     """Status, headers and body for ``denial`` answered to a ``method`` request."""
-    headers = [*_COMMON, (b"x-request-id", denial.request_id.encode())]
-    headers += map(_encoded_one, denial.headers)
-    if denial.page and denial.location is not None:
+    location = denial.location if denial.page else None
+    key = (denial.page, location is None, denial.headers)
+    headers = _HEADERS.get(key)
+    if headers is None:
+        headers = remember(_HEADERS, key, _constant_headers(denial, location is None), 1024)
+    headers = headers.copy()
+    headers[_REQUEST_ID] = (b"x-request-id", denial.request_id.encode())
+    if location is not None:
         status = 302 if method in ("GET", "HEAD") else 303
-        headers.append((b"location", denial.location.encode("ascii")))
+        headers.append((b"location", location.encode("ascii")))
         return status, headers, b""
     status = denial.status
     if denial.page:
@@ -84,10 +78,24 @@ def render_denial(denial: Denial, method: str) -> Rendered:
             f"<h1>{title}</h1><p>{html.escape(message)}</p>"
             f"<p><small>Request id: {html.escape(denial.request_id)}</small></p></html>\n"
         )
-        headers.append((b"content-type", b"text/html; charset=utf-8"))
         return status, headers, page.encode()
-    headers.append((b"content-type", b"application/json"))
     return status, headers, error_body(denial.code, denial.request_id, denial.message)
+
+
+def _constant_headers(denial: Denial, has_body: bool) -> list[tuple[bytes, bytes]]:
+    """The headers every denial like ``denial`` gets, the request id's place
+    left blank; a redirect adds its ``location``."""
+    headers = [*_COMMON, (b"x-request-id", b""), *encode_headers(denial.headers)]
+    if has_body:
+        kind = b"text/html; charset=utf-8" if denial.page else b"application/json"
+        headers.append((b"content-type", kind))
+    return headers
+
+
+_REQUEST_ID = len(_COMMON)
+# The constant headers per (page, not a redirect, extra headers). Extra headers
+# are challenges, CORS for the policy's origins and rate-limit seconds: few keys.
+_HEADERS: dict[tuple[bool, bool, tuple[Header, ...]], list[tuple[bytes, bytes]]] = {}
 
 
 def render_preflight(preflight: Preflight) -> Rendered:
