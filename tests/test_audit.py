@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 import json
 import logging
+import os
+import threading
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from edgeauth.audit import LoggingAuditSink, fingerprint
+from edgeauth.audit import LoggingAuditSink, encode_event, fingerprint
 
 from .helpers import API_KEY, SECRET, SEED_POLICY, call, guarded, session_token
 
@@ -178,12 +183,12 @@ async def test_audit_file_gets_one_line_per_denial_and_not_the_logger(
         await call(app, raw_path=b"/api/protected/x")
         await call(app, raw_path=b"/api/protected/x", headers=[("cookie", "session=a.b.c")])
         await call(app, raw_path=b"/public/x")
+    await app.policy.aclose()
     events = file_lines(tmp_path / "audit.log")
     assert [e["code"] for e in events] == ["missing_credentials", "invalid_token"]
     assert all(set(e) == FIELDS for e in events)
     assert audit_lines(caplog) == []
     assert oct((tmp_path / "audit.log").stat().st_mode & 0o777) == "0o640"
-    await app.policy.aclose()
 
 
 def test_audit_file_survives_rotation(tmp_path: Path) -> None:
@@ -323,3 +328,238 @@ def test_audit_file_after_close_goes_to_the_logger_even_allows(
         {"outcome": "allow", "n": 2}
     ]
     assert sink._fd is None  # nothing reopened after close
+
+
+# [audit] file in an event loop: the events of one turn in one write ----------
+
+
+async def turn_until(done: Callable[[], bool], turns: int = 10) -> None:
+    """Let the event loop turn until ``done()``, at most ``turns`` times."""
+    for _ in range(turns):
+        if done():
+            return
+        await asyncio.sleep(0)
+
+
+def logged_events(caplog: pytest.LogCaptureFixture) -> list[object]:
+    return [json.loads(r.getMessage())["n"] for r in caplog.records if r.name == "edgeauth.audit"]
+
+
+async def test_audit_file_events_of_one_turn_are_one_write_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Events emitted in one turn of the loop reach the file on a next turn, in
+    order, as whole lines written together."""
+    from edgeauth.audit import FileAuditSink
+
+    path = tmp_path / "audit.log"
+    sink = FileAuditSink(path)
+    writes: list[bytes] = []
+    real_write = os.write
+
+    def counting_write(fd: int, data: bytes) -> int:
+        writes.append(bytes(data))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", counting_write)
+    for n in range(3):
+        sink.emit({"outcome": "deny", "n": n})
+    await turn_until(lambda: path.exists() and len(file_lines(path)) == 3)
+    assert file_lines(path) == [{"outcome": "deny", "n": n} for n in range(3)]
+    assert len(writes) == 1 and writes[0].endswith(b"\n")
+    sink.close()
+
+
+async def test_audit_file_close_writes_the_waiting_events(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """close() writes the events still waiting for the loop's next turn; the
+    flush that turn then finds nothing."""
+    from edgeauth.audit import FileAuditSink
+
+    path = tmp_path / "audit.log"
+    sink = FileAuditSink(path)
+    sink.emit({"outcome": "deny", "n": 1})
+    sink.emit({"outcome": "allow", "n": 2})
+    with caplog.at_level(logging.INFO):
+        sink.close()
+        assert [e["n"] for e in file_lines(path)] == [1, 2]
+        await asyncio.sleep(0)
+    assert [e["n"] for e in file_lines(path)] == [1, 2]
+    assert logged_events(caplog) == []
+
+
+async def test_audit_file_outage_sends_every_waiting_event_to_the_logger(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While the file cannot be written, each event of the turn reaches the
+    fallback, in order; the outage is logged once."""
+    from edgeauth.audit import FileAuditSink
+
+    sink = FileAuditSink(tmp_path / "missing" / "audit.log")
+    with caplog.at_level(logging.INFO):
+        for n in range(5):
+            sink.emit({"outcome": "allow" if n % 2 else "deny", "n": n})
+        await turn_until(lambda: len(logged_events(caplog)) == 5)
+    assert logged_events(caplog) == [0, 1, 2, 3, 4]
+    errors = [r for r in caplog.records if r.name == "edgeauth" and r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    sink.close()
+
+
+async def test_audit_file_write_cut_short_keeps_whole_lines_and_falls_back_for_the_rest(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Disk full in the middle of a turn's lines: the lines written whole stay,
+    the other events go to the logger in order, the cut line is ended before
+    the next event."""
+    from edgeauth.audit import FileAuditSink
+
+    path = tmp_path / "audit.log"
+    sink = FileAuditSink(path)
+    real_write = os.write
+    cut = {"left": 1}
+
+    def short_write(fd: int, data: bytes) -> int:
+        if cut["left"]:
+            cut["left"] -= 1
+            first = data.index(b"\n") + 1
+            return real_write(fd, data[: first + 5])  # one line and a piece of the next
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", short_write)
+    with caplog.at_level(logging.INFO):
+        for n in range(4):
+            sink.emit({"outcome": "deny", "n": n})
+        await turn_until(lambda: len(logged_events(caplog)) == 3)
+        sink.emit({"outcome": "deny", "n": 4})
+        sink.close()
+    assert logged_events(caplog) == [1, 2, 3]
+    lines = path.read_text().splitlines()
+    assert len(lines) == 3  # the cut line stays, ended
+    assert json.loads(lines[0])["n"] == 0
+    assert json.loads(lines[2])["n"] == 4
+
+
+async def test_audit_file_burst_is_written_while_it_lasts(tmp_path: Path) -> None:
+    """Events wait in memory for at most about 64 KiB: a longer burst in one
+    turn is written as it goes, whole lines, in order."""
+    from edgeauth.audit import FileAuditSink
+
+    path = tmp_path / "audit.log"
+    sink = FileAuditSink(path)
+    line = len(encode_event({"n": 0, "pad": "x" * 1000})) + 1
+    for n in range(300):
+        sink.emit({"n": n, "pad": "x" * 1000})
+    written = len(file_lines(path))
+    assert written > 0
+    assert (300 - written) * line <= 64 * 1024 + line
+    await turn_until(lambda: len(file_lines(path)) == 300)
+    assert [e["n"] for e in file_lines(path)] == list(range(300))
+    sink.close()
+
+
+async def test_audit_file_event_from_another_thread_is_written_at_once_after_those_waiting(
+    tmp_path: Path,
+) -> None:
+    """An event emitted in another thread, with its own loop or none, is in the
+    file when emit returns, after the events still waiting for this loop."""
+    from edgeauth.audit import FileAuditSink
+
+    path = tmp_path / "audit.log"
+    sink = FileAuditSink(path)
+
+    async def emit_in_a_loop(event: dict[str, object]) -> None:
+        sink.emit(event)
+
+    sink.emit({"n": 1})
+    in_a_loop = threading.Thread(target=asyncio.run, args=(emit_in_a_loop({"n": 2}),))
+    in_a_loop.start()
+    in_a_loop.join(timeout=60)
+    assert [e["n"] for e in file_lines(path)] == [1, 2]
+    sink.emit({"n": 3})
+    no_loop = threading.Thread(target=sink.emit, args=({"n": 4},))
+    no_loop.start()
+    no_loop.join(timeout=60)
+    assert [e["n"] for e in file_lines(path)] == [1, 2, 3, 4]
+    sink.close()
+
+
+async def test_audit_file_fallback_failing_on_one_event_still_gets_the_others(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A fallback that raises for one event is logged; the other events of the
+    turn still reach it, in order."""
+    from edgeauth.audit import FileAuditSink
+
+    class Picky:
+        def __init__(self) -> None:
+            self.events: list[object] = []
+
+        def emit(self, event: Mapping[str, Any]) -> None:
+            if event["n"] == 1:
+                raise ValueError("picky")
+            self.events.append(event["n"])
+
+    fallback = Picky()
+    sink = FileAuditSink(tmp_path / "missing" / "audit.log", fallback=fallback)
+    with caplog.at_level(logging.ERROR, logger="edgeauth"):
+        for n in range(3):
+            sink.emit({"n": n})
+        await turn_until(lambda: len(fallback.events) == 2)
+    assert fallback.events == [0, 2]
+    assert any(r.exc_info for r in caplog.records if r.name == "edgeauth")
+    sink.close()
+
+
+def test_audit_file_event_without_a_loop_is_written_before_emit_returns(tmp_path: Path) -> None:
+    """A synchronous caller finds its event in the file when emit returns."""
+    from edgeauth.audit import FileAuditSink
+
+    path = tmp_path / "audit.log"
+    sink = FileAuditSink(path)
+    sink.emit({"n": 1})
+    assert file_lines(path) == [{"n": 1}]
+    sink.close()
+
+
+def test_audit_file_events_left_by_a_stopped_loop_go_out_with_the_next(tmp_path: Path) -> None:
+    """A loop that stops before the turn that would write its events does not
+    lose them: the next event, or close(), writes them first."""
+    from edgeauth.audit import FileAuditSink
+
+    path = tmp_path / "audit.log"
+    sink = FileAuditSink(path)
+    loop = asyncio.new_event_loop()
+
+    def emit_and_stop() -> None:
+        sink.emit({"n": 1})
+        loop.stop()
+
+    loop.call_soon(emit_and_stop)
+    loop.run_forever()
+    loop.close()
+    assert not path.exists() or file_lines(path) == []
+    sink.emit({"n": 2})
+    assert [e["n"] for e in file_lines(path)] == [1, 2]
+    sink.close()
+
+
+async def test_audit_file_two_writers_in_one_loop_never_interleave(tmp_path: Path) -> None:
+    """Two workers' sinks on one file, both writing turns of many events: every
+    line is one whole event and each writer's events keep their order."""
+    from edgeauth.audit import FileAuditSink
+
+    path = tmp_path / "audit.log"
+    first, second = FileAuditSink(path), FileAuditSink(path)
+    for turn in range(10):
+        for i in range(turn * 100, turn * 100 + 100):
+            first.emit({"writer": 1, "i": i, "pad": "x" * 300})
+            second.emit({"writer": 2, "i": i, "pad": "y" * 300})
+        await asyncio.sleep(0)
+    first.close()
+    second.close()
+    events = file_lines(path)
+    assert len(events) == 2000
+    assert [e["i"] for e in events if e["writer"] == 1] == list(range(1000))
+    assert [e["i"] for e in events if e["writer"] == 2] == list(range(1000))

@@ -3,13 +3,15 @@
 Events go to the standard logger ``edgeauth.audit`` as one JSON object per
 line: denials at WARNING (so they are visible even before logging is
 configured), allows at INFO. With ``[audit] file`` they are appended to that
-file instead (:class:`FileAuditSink`), one ``write`` per event. An event
-never holds a token, cookie, key or secret: credentials appear only as a
-fingerprint, the first 12 hex digits of their SHA-256.
+file instead (:class:`FileAuditSink`), the events of one event-loop turn in
+one ``write``. An event never holds a token, cookie, key or secret:
+credentials appear only as a fingerprint, the first 12 hex digits of their
+SHA-256.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
@@ -82,20 +84,28 @@ log = logging.getLogger("edgeauth")
 class FileAuditSink:
     """Appends each event as one JSON line to a file.
 
-    Each event is one ``write(2)`` on a descriptor opened with ``O_APPEND``:
-    lines from several workers sharing the file never interleave, and nothing
-    waits in a buffer (an event is in the file when :meth:`emit` returns). This
-    skips the ``logging`` machinery, which costs more than the event itself.
+    Lines go out whole, one ``write(2)`` at a time on a descriptor opened with
+    ``O_APPEND``, so lines from several workers sharing the file never
+    interleave. In a running event loop, the events of one turn are written
+    together by a callback the loop runs on its next turn, or at once when more
+    than 64 KiB wait (a process killed before then loses them); without a loop
+    (a thread, a synchronous caller), an event is in the file when :meth:`emit`
+    returns. This skips the ``logging`` machinery, which costs more than the
+    event itself.
 
     The file is created if missing (mode 0640) and reopened when it has been
     moved or deleted (log rotation), checked at most once a second: events of
     that second still go to the moved file (kept by logrotate), or to the
     deleted one (lost with it). While the file cannot be written, events go to
-    ``fallback`` (the ``edgeauth.audit`` logger, allows at WARNING too), so none
-    is lost; the outage and the recovery are logged once. A line cut short
-    (disk full) is ended before the next one, so every other line stays whole.
-    After :meth:`close`, events go to ``fallback``. One sink may be shared by
-    threads.
+    ``fallback`` (the ``edgeauth.audit`` logger, allows at WARNING too), in
+    order, so none is lost; the outage and the recovery are logged once. A line
+    cut short (disk full) is ended before the next one, so every other line
+    stays whole; the events not written whole go to ``fallback``. :meth:`close`
+    writes what waits; after it, events go to ``fallback``. One sink may be
+    shared by threads: an event emitted away from the loop that will write the
+    waiting events (no loop, another thread's loop) writes them with itself,
+    and events left waiting by a loop that stopped go out with the next event
+    or at :meth:`close`.
     """
 
     def __init__(
@@ -116,48 +126,89 @@ class FileAuditSink:
         self._closed = False
         self._open_error: OSError | None = None
         self._lock = threading.Lock()
+        self._pending = bytearray()  # lines waiting for the flush
+        self._pending_events: list[Mapping[str, Any]] = []  # their events, for the fallback
+        self._flush_on: asyncio.AbstractEventLoop | None = None  # the loop that will flush
 
     def emit(self, event: Mapping[str, Any]) -> None:
         line = (encode_event(event) + "\n").encode("ascii")
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
         with self._lock:
-            written = self._write(line)
-        if written:
-            return
-        self._fallback.emit(event)
+            if self._closed:
+                unwritten = [event]
+            else:
+                self._pending += line
+                self._pending_events.append(event)
+                if loop is not None and len(self._pending) <= _PENDING_BYTES:
+                    if self._flush_on is None:
+                        loop.call_soon(self._flush)
+                        self._flush_on = loop
+                    if self._flush_on is loop:
+                        return
+                unwritten = self._write_pending()
+        self._fall_back(unwritten)
 
-    def _write(self, line: bytes) -> bool:
-        """Append ``line``; False (reported once per outage) when it is not all in."""
-        if self._closed:
-            return False
+    def _flush(self) -> None:
+        with self._lock:
+            unwritten = self._write_pending()
+        self._fall_back(unwritten)
+
+    def _write_pending(self) -> list[Mapping[str, Any]]:
+        """Write the waiting lines in one write; the events that are not in the file."""
+        data, events = self._pending, self._pending_events
+        self._pending, self._pending_events, self._flush_on = bytearray(), [], None
+        if not events:
+            return events
+        return events[self._write(data, len(events)) :]
+
+    def _fall_back(self, events: list[Mapping[str, Any]]) -> None:
+        for event in events:
+            try:
+                self._fallback.emit(event)
+            except Exception:  # the others must still get there
+                log.exception("the audit fallback failed")
+
+    def _write(self, data: bytearray, lines: int) -> int:
+        """Append ``data``, that many whole lines, in one write; how many of
+        them are in the file whole. A failure is reported once per outage."""
         now = self._clock()
         if now - self._checked >= _REOPEN_CHECK_SECONDS:
             self._checked = now
             self._reopen_if_moved()
-        if self._cut_short:
-            line = b"\n" + line
+        ends_cut_line = self._cut_short
+        if ends_cut_line:
+            data[:0] = b"\n"
+        written = 0
         try:
             if self._fd is None:
                 raise OSError(f"cannot open {self.path}: {self._open_error}")
-            written = os.write(self._fd, line)
-            if written != len(line):
-                self._cut_short = written > 0 or self._cut_short
+            written = os.write(self._fd, data)
+            if written != len(data):
                 raise OSError(f"short write to {self.path} (disk full?)")
         except OSError as exc:
+            done = data[:written]
+            if done:
+                self._cut_short = not done.endswith(b"\n")
             if not self._failing:
                 self._failing = True
                 log.error("cannot write the audit file, using the edgeauth.audit logger: %s", exc)
-            return False
+            return max(done.count(b"\n") - ends_cut_line, 0)
         self._cut_short = False
         if self._failing:
             self._failing = False
             log.warning("writing the audit file %s again", self.path)
-        return True
+        return lines
 
     def close(self) -> None:
-        """Close the file; later events go to the fallback."""
+        """Write what is waiting and close the file; later events go to the fallback."""
         with self._lock:
+            unwritten = self._write_pending()
             self._closed = True
             self._close_fd()
+        self._fall_back(unwritten)
 
     def _close_fd(self) -> None:
         if self._fd is not None:
@@ -183,3 +234,4 @@ class FileAuditSink:
 
 
 _REOPEN_CHECK_SECONDS = 1.0
+_PENDING_BYTES = 64 * 1024
