@@ -176,6 +176,19 @@ async def test_two_different_session_cookies_are_400(app: EdgeAuth) -> None:
     assert r.status == 200
 
 
+async def test_other_cookies_twice_are_the_apps_business(app: EdgeAuth) -> None:
+    """Only the credential cookie must be unambiguous: browsers send a name twice
+    when two cookies differ by Path, and that is no reason to refuse the request."""
+    good = session_token("alice")
+    r = await call(
+        app,
+        raw_path=b"/api/protected/x",
+        headers=[("cookie", f"theme=dark; session={good}; theme=light")],
+    )
+    assert r.status == 200
+    assert seen_headers(r.json())["x-user-id"] == ["alice"]
+
+
 async def test_bearer_and_api_key_header_that_disagree_are_400(app: EdgeAuth) -> None:
     """Bearer and X-API-Key carrying different credentials are refused."""
     r = await call(

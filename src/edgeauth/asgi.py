@@ -40,28 +40,39 @@ def view_from_scope(scope: Scope, policy: Policy) -> tuple[RequestView, list[tup
     """The engine's view of an ASGI request, and its headers after stripping.
 
     Identity headers are removed in every spelling; ``X-Forwarded-*`` and
-    ``Forwarded`` are removed unless the peer is a trusted proxy.
+    ``Forwarded`` are removed unless the peer is a trusted proxy. When nothing
+    is removed, the headers returned are the scope's own list: callers build
+    new lists rather than change it.
     """
     client = scope.get("client")
     peer = client[0] if client else None
-    trusted = bool(policy.server.trusted_proxies) and policy.trusts(peer)
-    # One pass: drop identity headers in every spelling (and, from untrusted
+    trusted = policy.trusts(peer) if policy.server.trusted_proxies else False
+    # One pass: find identity headers in every spelling (and, from untrusted
     # peers, X-Forwarded-* and Forwarded, which frameworks reading a CGI-style
     # environ also take in their X_Forwarded_Host spelling), and index the rest.
     # How a name is treated is memoized per name (IdentityHeaders.classify).
-    names = policy.identity.names
+    keys = policy.identity.keys[0 if trusted else 1]
     classify = policy.identity.classify
     which = 0 if trusted else 1
-    headers: list[tuple[bytes, bytes]] = []
+    headers = scope["headers"]
+    if type(headers) is not list:
+        headers = list(headers)
     mapped: dict[str, tuple[str, ...]] = {}
-    for name, value in scope["headers"]:
-        key = (names.get(name) or classify(name))[which]
+    stripped = False
+    for name, value in headers:
+        key = keys.get(name)
         if key is None:
+            key = classify(name)[which] or ""
+        if not key:
+            stripped = True
             continue
-        headers.append((name, value))
-        text = value.decode("latin-1")
+        # Latin-1 is what HTTP field bytes mean; for ASCII (nearly every value)
+        # the default decoder gives the same text and skips a codec lookup.
+        text = value.decode() if value.isascii() else value.decode("latin-1")
         previous = mapped.get(key)
         mapped[key] = (text,) if previous is None else (*previous, text)
+    if stripped:  # rare: a second pass keeps the others in order
+        headers = [(n, v) for n, v in headers if (keys.get(n) or classify(n)[which])]
     scheme = "https" if scope.get("scheme") in ("https", "wss") else "http"
     address = peer
     if trusted:

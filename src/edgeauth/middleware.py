@@ -105,8 +105,8 @@ class EdgeAuth:
         identity headers added, the identity and the request id."""
         if allow.withheld:
             headers = withhold_credentials(headers, allow.withheld)
-        if allow.upstream_headers:
-            headers += self.policy.identity.encoded(allow.upstream_headers)
+        if allow.upstream_headers:  # a new list: ``headers`` may be the scope's own
+            headers = [*headers, *self.policy.identity.encoded(allow.upstream_headers)]
         inner = dict(scope)
         inner["path"] = allow.path
         inner["raw_path"] = allow.raw_path

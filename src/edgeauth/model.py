@@ -74,13 +74,12 @@ class Code(enum.StrEnum):
     GATEWAY_TIMEOUT = "gateway_timeout"
     AUTH_UNAVAILABLE = "auth_unavailable"
 
-    @property
-    def status(self) -> int:
-        return _STATUS[self]
-
-    @property
-    def message(self) -> str:
-        return _MESSAGE[self]
+    # Set on every member below: plain attributes, read on every denial
+    # (a property on an enum costs a Python call each time).
+    status: int
+    """The HTTP status a denial with this code answers with."""
+    message: str
+    """The human-readable ``error`` of the JSON body."""
 
 
 _STATUS: dict[Code, int] = {
@@ -120,6 +119,11 @@ _MESSAGE: dict[Code, str] = {
     Code.GATEWAY_TIMEOUT: "Upstream timed out",
     Code.AUTH_UNAVAILABLE: "Authentication temporarily unavailable",
 }
+
+for _code in Code:
+    _code.status = _STATUS[_code]
+    _code.message = _MESSAGE[_code]
+del _code
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -191,11 +191,13 @@ class Engine:
 
     async def _decide(self, view: RequestView, rid: str, trace: _Trace) -> Outcome:
         headers = view.headers
-        for name in _SINGLE:
-            if len(headers.get(name, ())) > 1:
-                trace.reason = f"more than one {name} header"
-                return Denial(rid, Code.BAD_REQUEST)
+        hosts = headers.get("host")
         origins = headers.get("origin")
+        if (hosts is not None and len(hosts) > 1) or (origins is not None and len(origins) > 1):
+            for name in _SINGLE:
+                if len(headers.get(name, ())) > 1:
+                    trace.reason = f"more than one {name} header"
+                    return Denial(rid, Code.BAD_REQUEST)
         origin = origins[0] if origins else None
         method = view.method
         preflight = False
@@ -251,19 +253,25 @@ class Engine:
 
         identity: Identity | None = None
         source: CredentialSource | None = None
-        if rule.authenticators:
+        if credentials:
             try:
-                identity, source = await self._authenticate(rule, credentials, now, trace)
+                hit = _cached(rule, credentials, now, trace)
+                identity, source = (
+                    hit
+                    if hit is not None
+                    else await self._authenticate(rule, credentials, now, trace)
+                )
             except Revoked as exc:
                 return self._fail(Code.REVOKED, exc, trace, rid, rule, view, path, extra)
             except InvalidCredentials as exc:
                 return self._fail(Code.INVALID_TOKEN, exc, trace, rid, rule, view, path, extra)
             except AuthUnavailable as exc:
                 return self._fail(Code.AUTH_UNAVAILABLE, exc, trace, rid, rule, view, path, extra)
-            if identity is None and (credentials or not rule.public):
-                code = Code.INVALID_TOKEN if credentials else Code.MISSING_CREDENTIALS
-                trace.reason = "no authenticator accepted the credential" if credentials else None
-                return self._deny(code, rid, rule, view, path, extra)
+            if identity is None:
+                trace.reason = "no authenticator accepted the credential"
+                return self._deny(Code.INVALID_TOKEN, rid, rule, view, path, extra)
+        elif rule.authenticators and not rule.public:
+            return self._deny(Code.MISSING_CREDENTIALS, rid, rule, view, path, extra)
 
         if identity is None or source is None:
             return Allow(
@@ -421,22 +429,19 @@ class Engine:
         trace: _Trace,
     ) -> tuple[Identity | None, CredentialSource | None]:
         """(identity, where it came from), or (None, None) when no authenticator took one."""
-        presented = False
-        for authenticator in rule.authenticators:
-            for source in authenticator.sources:
-                credential = credentials.get(source)
-                if credential is None:
-                    continue
-                if not presented:
-                    presented = True
-                    trace.credential = credential
-                trace.authenticator = authenticator.id
-                identity = authenticator.verified(credential, now)
-                if identity is None:
-                    identity = await authenticator.authenticate(credential, now)
-                if identity is not None:
-                    trace.credential = credential
-                    return identity, source
+        for authenticator, source in rule.attempts:
+            credential = credentials.get(source)
+            if credential is None:
+                continue
+            if trace.credential is None:
+                trace.credential = credential
+            trace.authenticator = authenticator.id
+            identity = authenticator.verified(credential, now)
+            if identity is None:
+                identity = await authenticator.authenticate(credential, now)
+            if identity is not None:
+                trace.credential = credential
+                return identity, source
         return None, None
 
     def _cross_site(self, view: RequestView, rule: Rule) -> bool:
@@ -487,12 +492,14 @@ class Engine:
         return Denial(rid, code, rule.id, page, None, headers, message)
 
     def _emit(self, view: RequestView, outcome: Outcome, trace: _Trace) -> None:
-        if isinstance(outcome, Denial):
-            status, code, result = outcome.status, outcome.code.value, "deny"
+        code: Code | None
+        if type(outcome) is Denial:
+            code, result = outcome.code, "deny"  # a StrEnum: the text of its value
+            status = code.status
             if outcome.page and outcome.location is not None:
                 status = 302 if view.method in ("GET", "HEAD") else 303  # what the client got
         else:
-            status, code, result = (204 if isinstance(outcome, Preflight) else 200), None, "allow"
+            status, code, result = (204 if type(outcome) is Preflight else 200), None, "allow"
         event: dict[str, Any] = {
             "time": _iso(self._clock()),
             "request_id": outcome.request_id,
@@ -513,6 +520,25 @@ class Engine:
             self._audit.emit(event)
         except Exception:
             log.exception("audit sink failed for request %s", outcome.request_id)
+
+
+def _cached(
+    rule: Rule, credentials: dict[CredentialSource, str], now: float, trace: _Trace
+) -> tuple[Identity, CredentialSource] | None:
+    """The identity of the first credential presented, when the authenticator
+    that reads it tries it first and knows it without waiting (a verified-token
+    cache hit); None means "authenticate in full", never "refused"."""
+    for authenticator, source in rule.attempts:
+        credential = credentials.get(source)
+        if credential is None:
+            continue
+        identity = authenticator.verified(credential, now)
+        if identity is None:
+            return None
+        trace.credential = credential
+        trace.authenticator = authenticator.id
+        return identity, source
+    return None
 
 
 def _client_key(view: RequestView) -> str:
@@ -541,7 +567,6 @@ _iso_memo: tuple[int, str] = (-1, "")
 def _credentials(rule: Rule, view: RequestView) -> dict[CredentialSource, str]:
     """The credential in each place the rule reads; BadRequest when ambiguous."""
     found: dict[CredentialSource, str] = {}
-    cookies: dict[str, str] | None = None
     for source in rule.sources:
         value: str | None
         if source.kind == "bearer":
@@ -549,9 +574,7 @@ def _credentials(rule: Rule, view: RequestView) -> dict[CredentialSource, str]:
         elif source.kind == "header":
             value = _single(view.headers.get(source.name, ()), source.name)
         else:
-            if cookies is None:
-                cookies = _cookies(view.headers.get("cookie", ()))
-            value = cookies.get(source.name)
+            value = _cookie(view.headers.get("cookie", ()), source.name)
         if value is not None:
             found[source] = value
     if len(found) > 1:
@@ -587,24 +610,43 @@ def _single(values: tuple[str, ...], name: str) -> str | None:
     return value or None
 
 
-def _cookies(headers: tuple[str, ...]) -> dict[str, str]:
-    """Cookie pairs (RFC 6265 §5.4); a name sent twice with different values is
-    ambiguous (servers disagree on which one wins) and refused."""
-    out: dict[str, str] = {}
+def _cookie(headers: tuple[str, ...], name: str) -> str | None:
+    """The value of the credential cookie ``name`` (RFC 6265 §5.4), unquoted;
+    None when absent or empty (a signed-out cookie is no credential). Sent twice
+    with different values it is ambiguous (servers disagree on which one wins)
+    and refused. Other cookies are the app's business: they are not parsed."""
+    found: str | None = None
     for header in headers:
-        for pair in header.split(";"):
-            name, eq, value = pair.partition("=")
-            name = name.strip()
-            if not eq or not name:
-                continue
+        if name not in header:
+            continue
+        if ";" in header:  # several pairs: only those named ``name`` are looked at
+            pattern = _COOKIE_PATTERNS.get(name) or _cookie_pattern(name)
+            values = [match[1] for match in pattern.finditer(header)]
+        else:
+            key, eq, value = header.partition("=")
+            values = [value] if eq and key.strip() == name else []
+        for value in values:
             value = value.strip()
             if len(value) >= 2 and value[0] == value[-1] == '"':
                 value = value[1:-1]
             if not value:
-                continue  # an emptied (signed-out) cookie is no credential
-            if out.setdefault(name, value) != value:
+                continue
+            if found is None:
+                found = value
+            elif found != value:
                 raise BadRequest(f"cookie {name!r} sent twice with different values")
-    return out
+    return found
+
+
+def _cookie_pattern(name: str) -> re.Pattern[str]:
+    """A cookie pair named ``name``: from the start or a ';', spaces allowed
+    around the name (as ``str.strip`` allows them), the value up to the next ';'."""
+    pattern = re.compile(r"(?:^|;)\s*" + re.escape(name) + r"\s*=([^;]*)")
+    _COOKIE_PATTERNS[name] = pattern  # names come from the policy: few, fixed
+    return pattern
+
+
+_COOKIE_PATTERNS: dict[str, re.Pattern[str]] = {}
 
 
 _HOST = re.compile(r"(?:[a-z0-9-]+(?:\.[a-z0-9-]+)*\.?|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?")

@@ -46,16 +46,16 @@ class Rule:
     # Derived once here, read on every request.
     sources: tuple[CredentialSource, ...] = field(init=False)
     """Every place this rule's authenticators read, in order, without repeats."""
+    attempts: tuple[tuple[Authenticator, CredentialSource], ...] = field(init=False)
+    """Each authenticator with each place it reads, in the order they are tried."""
     requires: bool = field(init=False)
     """Whether ``require`` asks anything of the identity."""
     _per_scope: dict[str, tuple[Limit, ...]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        seen: dict[CredentialSource, None] = {}
-        for a in self.authenticators:
-            for s in a.sources:
-                seen.setdefault(s, None)
-        object.__setattr__(self, "sources", tuple(seen))
+        attempts = tuple((a, s) for a in self.authenticators for s in a.sources)
+        object.__setattr__(self, "attempts", attempts)
+        object.__setattr__(self, "sources", tuple(dict.fromkeys(s for _, s in attempts)))
         object.__setattr__(self, "requires", not self.require.empty)
         per_scope: dict[str, tuple[Limit, ...]] = {}
         for limit in self.limits:

@@ -127,8 +127,9 @@ cookie_headers = st.one_of(
 
 @CHEAP
 @given(cookie_headers)
-def test_cookie_parser_returns_pairs_or_refuses(header: str) -> None:
-    """The Cookie parser yields non-empty, separator-free pairs, or raises BadRequest."""
+def test_cookie_reader_agrees_with_rfc_6265_reading(header: str) -> None:
+    """The credential-cookie reader finds what a plain RFC 6265 reading finds,
+    refuses what it finds twice with different values, and nothing else."""
     fuzz_edge.check_cookies(header)
 
 

@@ -51,7 +51,8 @@ from edgeauth.forwarded import client_address
 from edgeauth.headers import header_map
 from edgeauth.model import Allow, Code, Denial, Preflight, RequestView
 from edgeauth.paths import canonicalize
-from edgeauth.pipeline import Engine, _cookies
+from edgeauth.pipeline import Engine
+from edgeauth.pipeline import _cookie as read_cookie
 from edgeauth.policy import Policy
 
 from ... import servers
@@ -126,14 +127,40 @@ def check_canonical(raw: bytes) -> None:
 
 
 def check_cookies(header: str) -> None:
-    """The Cookie parser returns non-empty names and values or raises BadRequest."""
-    try:
-        found = _cookies((header,))
-    except BadRequest:
-        return
-    for name, value in found.items():
-        assert name and value, (name, value)
-        assert name == name.strip() and ";" not in name + value, (name, value)
+    """The credential-cookie reader agrees with a plain reading of RFC 6265 §5.4
+    (split on ';', name and value stripped, one pair of quotes removed, empty
+    values skipped, one name with two different values refused) for every name
+    in the header, and returns a non-empty value free of separators."""
+    names = {pair.partition("=")[0].strip() for pair in header.split(";")} | {"session"}
+    for name in sorted(n for n in names if n):
+        try:
+            expected: str | None = _reference_cookie(header, name)
+        except BadRequest:
+            expected = "<refused>"
+        try:
+            found = read_cookie((header,), name)
+        except BadRequest:
+            found = "<refused>"
+        assert found == expected, (header, name, found, expected)
+        if found is not None and found != "<refused>":
+            assert ";" not in found, (name, found)
+
+
+def _reference_cookie(header: str, wanted: str) -> str | None:
+    found: str | None = None
+    for pair in header.split(";"):
+        name, eq, value = pair.partition("=")
+        if not eq or name.strip() != wanted:
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1]
+        if not value:
+            continue
+        if found is not None and found != value:
+            raise BadRequest("two values")
+        found = value
+    return found
 
 
 def check_strip(names: Sequence[bytes]) -> None:
