@@ -49,7 +49,11 @@ class TokenCache:
     def get(self, authenticator: str, token: str, now: float) -> Identity | None:
         """The identity cached for ``token``, or None on a miss, after
         ``expires_at``, or when the entry's key is no longer in the key set."""
-        key = (authenticator, _digest(token))
+        try:  # _digest, inlined: this runs on every request with a token
+            raw = token.encode()
+        except UnicodeEncodeError:
+            raw = token.encode("utf-8", "surrogatepass")
+        key = (authenticator, _hash(raw).digest())
         entry = self._entries.get(key)
         if entry is None:
             return None
