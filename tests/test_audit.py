@@ -14,8 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edgeauth.audit import LoggingAuditSink, encode_event, fingerprint
+from edgeauth.model import Code
 
 from .helpers import API_KEY, SECRET, SEED_POLICY, call, guarded, session_token
 
@@ -563,3 +566,44 @@ async def test_audit_file_two_writers_in_one_loop_never_interleave(tmp_path: Pat
     assert len(events) == 2000
     assert [e["i"] for e in events if e["writer"] == 1] == list(range(1000))
     assert [e["i"] for e in events if e["writer"] == 2] == list(range(1000))
+
+
+# encode_event ---------------------------------------------------------------
+
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.text(max_size=80),
+    st.sampled_from([*Code, "GET", "/api/x", "null", "%s", "%", "true", "1"]),
+)
+_DECISION_KEYS = [
+    "time", "request_id", "method", "path", "rule", "outcome", "code",
+    "status", "reason", "subject", "client", "authenticator", "key_id", "fingerprint",
+]  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.dictionaries(
+        st.one_of(st.text(max_size=12), st.sampled_from(["%s", "%", 'a"b', "é"])),
+        st.one_of(_SCALARS, st.lists(_SCALARS, max_size=3)),
+        max_size=16,
+    )
+)
+def test_encode_event_writes_what_json_dumps_writes(event: dict[str, Any]) -> None:
+    """Any event, encoded twice (the second time from the templates and the
+    remembered texts): the same line as ``json.dumps``."""
+    expected = json.dumps(event, separators=(",", ":"))
+    assert encode_event(event) == expected
+    assert encode_event(event) == expected
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_SCALARS, min_size=len(_DECISION_KEYS), max_size=len(_DECISION_KEYS)))
+def test_decision_events_of_one_shape_encode_like_json_dumps(values: list[Any]) -> None:
+    """Decision events share one template; whatever their values (True after 1,
+    1.0 after 1, a code after its text), each line is what ``json.dumps`` writes."""
+    event = dict(zip(_DECISION_KEYS, values, strict=True))
+    assert encode_event(event) == json.dumps(event, separators=(",", ":"))

@@ -290,7 +290,8 @@ class Engine:
             listed = revocations.current()
             if listed is None:  # not loaded yet, or stale: wait, or fail closed
                 listed = await revocations.snapshot()
-            revoked = listed.revoked(identity, now)
+            # Most lists are empty: the lookups are skipped, not the answer changed.
+            revoked = bool(listed.tokens or listed.subjects) and listed.revoked(identity, now)
         except AuthUnavailable as exc:
             return self._fail(Code.AUTH_UNAVAILABLE, exc, trace, rid, rule, view, path, extra)
         if revoked:

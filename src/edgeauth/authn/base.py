@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 from ..model import Identity
 
 __all__ = ["Authenticator", "CredentialSource", "looks_like_jwt"]
 
 
-@dataclass(frozen=True, slots=True)
-class CredentialSource:
+class CredentialSource(NamedTuple):
     """Where a credential is read: ``cookie:NAME``, ``bearer`` or ``header:NAME``.
+
+    A named tuple: sources key the per-request credential dicts, and a tuple
+    hashes and compares in C.
 
     >>> CredentialSource.parse("header:X-API-Key")
     CredentialSource(kind='header', name='x-api-key')
@@ -33,14 +34,6 @@ class CredentialSource:
 
     kind: Literal["cookie", "bearer", "header"]
     name: str = ""
-    _hash: int = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        # Sources key the per-request credential dicts: hash them once.
-        object.__setattr__(self, "_hash", hash((self.kind, self.name)))
-
-    def __hash__(self) -> int:
-        return self._hash
 
     @classmethod
     def parse(cls, text: str) -> CredentialSource:

@@ -21,7 +21,7 @@ from ..model import Identity
 __all__ = ["TokenCache"]
 
 
-_Entry = tuple[Identity, float, object, Callable[[object], bool]]
+_Entry = tuple[Identity, float, object, Callable[[object], bool] | None]
 """(identity, expires_at, key_tag, key_valid): a tuple, unpacked in one step."""
 
 
@@ -58,7 +58,7 @@ class TokenCache:
         if entry is None:
             return None
         identity, expires_at, key_tag, key_valid = entry
-        if now >= expires_at or not key_valid(key_tag):
+        if now >= expires_at or (key_valid is not None and not key_valid(key_tag)):
             del self._entries[key]
             return None
         self._entries.move_to_end(key)
@@ -72,11 +72,11 @@ class TokenCache:
         *,
         expires_at: float,
         key_tag: object,
-        key_valid: Callable[[object], bool],
+        key_valid: Callable[[object], bool] | None,
     ) -> None:
         """Remember a verified ``token`` until ``expires_at``: the first instant at
         which it is no longer accepted (its ``exp`` plus the leeway), and as long as
-        ``key_valid(key_tag)`` holds."""
+        ``key_valid(key_tag)`` holds (None: keys that never change)."""
         key = (authenticator, _digest(token))
         self._entries[key] = (identity, expires_at, key_tag, key_valid)
         self._entries.move_to_end(key)

@@ -385,7 +385,8 @@ class JwtAuthenticator:
                 identity,
                 expires_at=identity.expires_at + self._leeway,
                 key_tag=tag,
-                key_valid=self._keys.key_valid,
+                # Static keys never leave their set: nothing to ask on a hit.
+                key_valid=None if type(self._keys) is StaticKeys else self._keys.key_valid,
             )
         return identity
 
