@@ -704,3 +704,26 @@ async def test_request_line_only_in_underscore_spelling_is_untrusted_peer(nginx:
     )
     assert r.status == 403
     assert r.header("x-edgeauth-code") == "untrusted_peer"
+
+
+async def test_allow_answers_do_not_depend_on_earlier_requests(
+    endpoint: Endpoint, tmp_path: Path
+) -> None:
+    """The 200's headers, remembered per identity, are a fresh endpoint's whatever
+    was answered in between: another user, no user, CORS or not, a withheld key."""
+    alice, bob = cookie(), cookie(session_token("bob", ("user", "ops")))
+    asks: list[tuple[str, list[tuple[str, str]]]] = [
+        ("/api/protected/me", [alice]),
+        ("/public/x", []),
+        ("/api/v1/x", [alice]),
+        ("/api/v1/x", [alice, ("origin", "https://app.example.com")]),
+        ("/api/v1/x", [alice, ("origin", "https://other.example")]),
+        ("/api/v1/x", [("x-api-key", API_KEY), ("origin", "https://app.example.com")]),
+        ("/api/protected/me", [bob]),
+    ]
+    seen = [_comparable(await endpoint.ask(uri, headers=h)) for uri, h in asks * 2]
+    folder = tmp_path / "fresh"
+    folder.mkdir()
+    for (uri, headers), got in zip(asks * 2, seen, strict=True):
+        fresh = Endpoint(folder, endpoint.dialect)
+        assert _comparable(await fresh.ask(uri, headers=headers)) == got, uri

@@ -20,15 +20,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
 from click.testing import CliRunner
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
 
 from edgeauth import load_policy
 from edgeauth.cli import cli
-from edgeauth.server import EdgeServer, _CoalescingTransport, parse_listen
+from edgeauth.server import EdgeHttpProtocol, EdgeServer, _CoalescingTransport, parse_listen
 
 from . import servers
 from .helpers import SEED_POLICY, Response, call, session_token, write_policy
@@ -342,6 +345,45 @@ async def test_a_head_with_no_body_part_in_this_turn_leaves_in_the_next() -> Non
     writer.write(b"HEAD2")
     writer.close()
     assert wire.writes == [b"HEAD1", b"HEAD2"] and wire.closed
+
+
+async def _one_exchange(protocol_class: Any, head: bytes, body: bytes) -> tuple[Any, ...]:
+    """What the app sees of one request through ``protocol_class``, and the bytes written."""
+    seen: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append({k: v for k, v in scope.items() if k != "state"})
+        seen.append((await receive())["body"])
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    config = uvicorn.Config(app, lifespan="off", date_header=False, server_header=False)
+    config.load()
+    protocol = protocol_class(config, ServerState(), {}, _loop=asyncio.get_running_loop())
+    wire = _Wire()
+    protocol.connection_made(wire)
+    protocol.data_received(head)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    protocol.data_received(body)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    protocol.connection_lost(None)
+    return (*seen, b"".join(wire.writes))
+
+
+async def test_the_app_gets_the_request_uvicorns_protocol_gives() -> None:
+    """EdgeHttpProtocol hands the app the scope uvicorn's own protocol would (header
+    names lower-cased, in order, repeats kept) and answers Expect: 100-continue."""
+    head = (
+        b"POST /a/%62?x=1 HTTP/1.1\r\nHost: app.example\r\nX-Custom: A\r\n"
+        b"x_custom: b\r\nExpect: 100-Continue\r\nContent-Length: 2\r\n\r\n"
+    )
+    scope, body, wire = await _one_exchange(EdgeHttpProtocol, head, b"ok")
+    assert (scope, body, wire) == await _one_exchange(HttpToolsProtocol, head, b"ok")
+    assert scope["headers"][1:3] == [(b"x-custom", b"A"), (b"x_custom", b"b")]
+    assert body == b"ok"
+    assert wire.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 ")
 
 
 def test_parse_listen() -> None:

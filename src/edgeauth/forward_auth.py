@@ -38,7 +38,17 @@ from .audit import AuditSink, LoggingAuditSink
 from .forwarded import client_address
 from .headers import HOP_BY_HOP, normalize_name
 from .memo import remember
-from .model import Allow, Code, Denial, Outcome, Preflight, RequestView, encode_headers
+from .model import (
+    Allow,
+    Code,
+    Denial,
+    Header,
+    Identity,
+    Outcome,
+    Preflight,
+    RequestView,
+    encode_headers,
+)
 from .pipeline import Engine, new_request_id
 from .policy import ForwardAuthSettings, Policy
 from .responses import Rendered, render_denial, render_preflight
@@ -103,6 +113,8 @@ _WITHHELD = "x-edgeauth-withheld"
 _WITHHELD_BYTES = _WITHHELD.encode()
 # Envoy's HTTP ext_authz removes these request headers before the upstream.
 _ENVOY_REMOVE = "x-envoy-auth-headers-to-remove"
+_NO_STORE = (b"cache-control", b"no-store")
+_NO_CONTENT = (b"content-length", b"0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +127,17 @@ class _Refused:
     method: str | None = None
     path: bytes | None = None
     client: str | None = None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Answer:
+    """The encoded headers of an allow for one identity object, response
+    headers and withheld places (see :meth:`ForwardAuthApp._allow_headers`)."""
+
+    identity: Identity | None
+    response_headers: tuple[Header, ...]
+    withheld: tuple[str, ...]
+    headers: list[tuple[bytes, bytes]]
 
 
 class ForwardAuthApp:
@@ -140,11 +163,16 @@ class ForwardAuthApp:
         self._audit = audit or policy.audit_sink or LoggingAuditSink()
         self._names: dict[bytes, tuple[str | None, str, bool]] = {}
         self._methods: dict[str, str] = {}
+        self._peers: dict[str | None, bool] = {}
+        self._answers: dict[int, _Answer] = {}
         # The dialect headers of a well-formed request: its URI and method, once.
-        self._usual = dict.fromkeys(_REQUEST_LINE[self.dialect] or (), 1)
+        self._request_line = _REQUEST_LINE[self.dialect]
+        self._usual = dict.fromkeys(self._request_line or (), 1)
+        self._host = "host" if self.dialect == "envoy" else "x-forwarded-host"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
+        kind = scope["type"]
+        if kind != "http" and kind != "websocket":
             return
         try:
             request = self._rebuild(scope)
@@ -158,13 +186,24 @@ class ForwardAuthApp:
             await send_rendered(scope, send, self._render_denial(denial, method))
             return
         outcome = await self.engine.evaluate(request)
+        if type(outcome) is Allow and kind == "http":
+            # The common answer, sent as send_rendered would send it.
+            headers = [_NO_STORE, (b"x-request-id", outcome.request_id.encode())]
+            headers += self._allow_headers(outcome)
+            headers.append(_NO_CONTENT)
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": b""})
+            return
         await send_rendered(scope, send, self._render(outcome, request.method))
 
     def _rebuild(self, scope: Scope) -> RequestView | _Refused:
         """The original request as a :class:`RequestView`, or why it is refused."""
         client = scope.get("client")
         peer: str | None = client[0] if client else None
-        if not self.settings.trusts(peer):
+        trusted = self._peers.get(peer)
+        if trusted is None:
+            trusted = self._trust(peer)
+        if not trusted:
             return _Refused(Code.UNTRUSTED_PEER, "peer not in [forward_auth] trusted")
         # One pass: count the dialect headers in every spelling, drop client
         # copies of identity headers before anything reads them, and keep the
@@ -191,12 +230,18 @@ class ForwardAuthApp:
         if isinstance(target, _Refused):
             return target
         method, path, query = target
-        client = client_address(peer, gateway.get("x-forwarded-for", ()), self.settings.trusts)
-        if _UNRESOLVED.search(path):
+        forwarded_for = gateway.get("x-forwarded-for")
+        if forwarded_for:
+            client = client_address(peer, forwarded_for, self.settings.trusts)
+        else:
+            client = peer
+        # The regular expression only where it can match: most paths have
+        # neither a dot, an escape nor two slashes.
+        if (b"." in path or b"%" in path or b"//" in path) and _UNRESOLVED.search(path):
             reason = "dot segment or empty segment in forwarded path"
             return _Refused(Code.BAD_REQUEST, reason, method, path, client)
 
-        host = gateway.get("host") if self.dialect == "envoy" else gateway.get("x-forwarded-host")
+        host = gateway.get(self._host)
         if host:
             headers["host"] = (host[0].strip(),)
         scheme = "http"
@@ -211,15 +256,14 @@ class ForwardAuthApp:
             or "sec-websocket-key" in headers
             or (upgrade is not None and "websocket" in ",".join(upgrade).lower())
         )
-        return RequestView(
-            method=method,
-            raw_path=path,
-            query=query,
-            headers=headers,
-            scheme=scheme,
-            client=client,
-            websocket=websocket,
-        )
+        return RequestView(method, path, query, headers, scheme, client, websocket)
+
+    def _trust(self, peer: str | None) -> bool:
+        """Is ``peer`` a gateway in ``[forward_auth] trusted``? Memoized (bounded)."""
+        trusted = self.settings.trusts(peer)
+        if peer is None or len(peer) <= _MEMO_NAME_BYTES:
+            remember(self._peers, peer, trusted)
+        return trusted
 
     def _render(self, outcome: Outcome, method: str) -> Rendered:
         """The answer to the gateway for ``outcome`` of a ``method`` request."""
@@ -266,7 +310,7 @@ class ForwardAuthApp:
         self, scope: Scope, mapped: dict[str, tuple[str, ...]]
     ) -> tuple[str, bytes, bytes] | _Refused:
         """(method, raw path, query) of the original request."""
-        own = _REQUEST_LINE[self.dialect]
+        own = self._request_line
         if own is None:
             # Envoy: <prefix><original path>, and the original method and query.
             raw_path = bytes(scope.get("raw_path") or scope["path"].encode("latin-1"))
@@ -297,11 +341,33 @@ class ForwardAuthApp:
         return method
 
     def _render_allow(self, allow: Allow) -> Rendered:
+        headers = [_NO_STORE, (b"x-request-id", allow.request_id.encode())]
+        headers += self._allow_headers(allow)
+        return 200, headers, b""
+
+    def _allow_headers(self, allow: Allow) -> list[tuple[bytes, bytes]]:
+        """The headers of the 200 after the request id; memoized (bounded) per
+        identity object, which the verified-token cache shares between requests.
+        The caller must not change the list."""
+        identity = allow.identity
+        answer = self._answers.get(id(identity))
+        if (
+            answer is None
+            or answer.identity is not identity
+            or answer.response_headers != allow.response_headers
+            or answer.withheld != allow.withheld
+        ):
+            answer = _Answer(
+                identity, allow.response_headers, allow.withheld, self._encode_allow(allow)
+            )
+            remember(self._answers, id(identity), answer)
+        return answer.headers
+
+    def _encode_allow(self, allow: Allow) -> list[tuple[bytes, bytes]]:
         # Every configured identity header, empty when there is none: a gateway
         # that copies them overwrites whatever copy the client sent.
         identity = self.policy.identity.build(allow.identity, include_empty=True)
-        headers = [(b"cache-control", b"no-store"), (b"x-request-id", allow.request_id.encode())]
-        headers += self.policy.identity.encoded(identity)
+        headers = self.policy.identity.encoded(identity).copy()
         headers += encode_headers(allow.response_headers)
         if self.dialect == "envoy":
             removed = [p for p in allow.withheld if not p.startswith("cookie:")]
@@ -310,7 +376,7 @@ class ForwardAuthApp:
         else:
             withheld = ", ".join(allow.withheld).encode("latin-1") if allow.withheld else b""
             headers.append((_WITHHELD_BYTES, withheld))
-        return 200, headers, b""
+        return headers
 
     def _render_denial(self, denial: Denial, method: str) -> Rendered:
         rendered = render_denial(denial, method)

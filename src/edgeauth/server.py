@@ -137,6 +137,8 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         config = self.config
         self.limits = config.limits if isinstance(config, _Config) else HeadLimits()
+        self._max_head_bytes = self.limits.max_head_bytes
+        self._max_headers = self.limits.max_headers
         # One timer per connection, moved lazily: a head that completes in time
         # only clears the deadline, so keep-alive requests arm no timer each.
         self._head_timer: asyncio.TimerHandle | None = None
@@ -146,6 +148,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         self._pending = 0  # bytes received while the head is incomplete
         self._head_bytes = 0  # exact size of the parsed head so far
         self._header_count = 0
+        self._hosts = 0  # Host fields in the head so far
         self._too_large = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -169,7 +172,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         super().data_received(data)
         # A head still incomplete after this many bytes is too large, whatever
         # the parser buffers internally (one header can arrive in many reads).
-        too_large = self._in_head and self._pending > self.limits.max_head_bytes
+        too_large = self._in_head and self._pending > self._max_head_bytes
         if too_large and not self.transport.is_closing():
             self._too_large = True
             self.send_400_response("request head too large")
@@ -178,26 +181,39 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self._head_bytes = 0
         self._header_count = 0
+        self._hosts = 0
         if self._head_deadline is None:
             self._start_head_clock()
 
+    # on_url and on_header run for every part of every head: they do uvicorn's
+    # work themselves (uvicorn 0.54: append to url, lower-case and keep the
+    # field, note Expect: 100-continue) rather than call it, one Python call
+    # per field instead of two. tests/test_server.py compares the scopes.
+
     def on_url(self, url: bytes) -> None:
-        self._count(len(url))
+        self._head_bytes += len(url)
+        if self._head_bytes > self._max_head_bytes:
+            self._too_large = True
+            raise _HeadTooLarge  # httptools turns it into a parser error: 431
         # A fragment never belongs in a request target (RFC 9112 §3.2); the
         # server would drop it silently, so the path decided would not be the
         # target the client wrote. Refused like every ambiguous target: 400.
         if b"#" in url:
             raise _BadHost
-        super().on_url(url)
+        self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_count += 1
         self._head_bytes += len(name) + len(value) + 4  # ": " and CRLF
-        limits = self.limits
-        if self._header_count > limits.max_headers or self._head_bytes > limits.max_head_bytes:
+        if self._header_count > self._max_headers or self._head_bytes > self._max_head_bytes:
             self._too_large = True
             raise _HeadTooLarge  # httptools turns it into a parser error: 431
-        super().on_header(name, value)
+        name = name.lower()
+        if name == b"host":
+            self._hosts += 1
+        elif name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self._head_deadline = None
@@ -205,11 +221,8 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         self._pending = 0
         # RFC 9112 §3.2: a request without Host (HTTP/1.1) or with more than one
         # must be answered with 400; rules match on Host and the upstream gets it.
-        hosts = 0
-        for name, _ in self.headers:  # lower-case already
-            if name == b"host":
-                hosts += 1
-        if hosts > 1 or (hosts == 0 and self.parser.get_http_version() == "1.1"):
+        hosts = self._hosts
+        if hosts != 1 and (hosts > 1 or self.parser.get_http_version() == "1.1"):
             raise _BadHost  # httptools turns it into a parser error: 400 below
         previous = self.cycle
         super().on_headers_complete()
@@ -248,12 +261,6 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         content.extend([b"\r\n", body])
         self.transport.write(b"".join(content))
         self.transport.close()
-
-    def _count(self, size: int) -> None:
-        self._head_bytes += size
-        if self._head_bytes > self.limits.max_head_bytes:
-            self._too_large = True
-            raise _HeadTooLarge  # httptools turns it into a parser error: 431 above
 
     def _start_head_clock(self) -> None:
         self._head_deadline = deadline = self.loop.time() + self.limits.head_timeout
@@ -304,12 +311,12 @@ class EdgeServer:
                 self._forward_auth_prefix = self._forward_auth_path.rstrip(b"/") + b"/"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
+        kind = scope["type"]
+        if kind != "http" and kind != "websocket":
+            if kind == "lifespan":
+                await self._lifespan(receive, send)
             return
-        if scope["type"] not in ("http", "websocket"):
-            return
-        if self.forward_auth is not None and self._is_forward_auth(raw_path(scope)):
+        if self.forward_auth is not None and self._is_forward_auth(scope):
             await self.forward_auth(scope, receive, send)
         elif self.proxy is not None:
             await self.proxy(scope, receive, send)
@@ -317,7 +324,10 @@ class EdgeServer:
             denial = Denial(new_request_id(), Code.NOT_FOUND)
             await send_rendered(scope, send, render_denial(denial, "GET"))
 
-    def _is_forward_auth(self, path: bytes) -> bool:
+    def _is_forward_auth(self, scope: Scope) -> bool:
+        path = scope.get("raw_path")
+        if type(path) is not bytes:
+            path = raw_path(scope)
         if path == self._forward_auth_path:
             return True
         prefix = self._forward_auth_prefix
