@@ -230,6 +230,14 @@ async def test_unresolved_segments_are_400(endpoint: Endpoint, uri: str) -> None
     assert real == "400"
 
 
+async def test_forwarded_uri_loses_surrounding_whitespace(nginx: Endpoint) -> None:
+    """Whitespace around the URI header's value, Latin-1's included, is not part of the target."""
+    r = await nginx.ask(" \t\xa0/public/x?a=1\x85 ")
+    assert r.status == 200
+    view = nginx.engine.views[-1]
+    assert (view.raw_path, view.query) == (b"/public/x", b"a=1")
+
+
 async def test_client_is_the_rightmost_forwarded_entry(endpoint: Endpoint) -> None:
     """The client for limits and audit is the right-most X-Forwarded-For entry."""
     await endpoint.ask("/api/protected/me", forwarded_for="198.51.100.1, 203.0.113.7")
@@ -727,3 +735,31 @@ async def test_allow_answers_do_not_depend_on_earlier_requests(
     for (uri, headers), got in zip(asks * 2, seen, strict=True):
         fresh = Endpoint(folder, endpoint.dialect)
         assert _comparable(await fresh.ask(uri, headers=headers)) == got, uri
+
+
+async def test_clients_do_not_depend_on_earlier_requests(tmp_path: Path) -> None:
+    """The client read from X-Forwarded-For (remembered per gateway and value) is
+    a fresh endpoint's for every request, whatever came in between."""
+    trusted = '"127.0.0.1", "10.0.0.0/8"'
+    endpoint = Endpoint(tmp_path, "caddy", trusted=trusted)
+    asks = [
+        (("127.0.0.1", 1), "198.51.100.1, 203.0.113.7"),
+        (("10.2.3.4", 1), "203.0.113.7, 10.1.1.1"),
+        (("127.0.0.1", 1), "203.0.113.7, 10.1.1.1"),
+        (("10.2.3.4", 1), "not an address, 10.1.1.1"),
+        (("127.0.0.1", 1), "10.9.9.9"),
+        (("127.0.0.1", 1), "2001:db8::1"),
+        (("10.2.3.4", 1), "garbage"),
+        (("127.0.0.1", 1), "garbage"),
+    ]
+    seen = []
+    for peer, forwarded_for in asks * 2:
+        await endpoint.ask("/api/protected/me", client=peer, forwarded_for=forwarded_for)
+        seen.append(endpoint.audit.events[-1]["client"])
+    assert seen[:2] == ["203.0.113.7", "203.0.113.7"]
+    for i, ((peer, forwarded_for), got) in enumerate(zip(asks * 2, seen, strict=True)):
+        folder = tmp_path / f"fresh-{i}"
+        folder.mkdir()
+        fresh = Endpoint(folder, "caddy", trusted=trusted)
+        await fresh.ask("/api/protected/me", client=peer, forwarded_for=forwarded_for)
+        assert fresh.audit.events[-1]["client"] == got, forwarded_for

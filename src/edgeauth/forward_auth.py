@@ -27,9 +27,11 @@ else is 403 ``untrusted_peer``.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,7 +98,11 @@ _GATEWAY = frozenset(
     }
 )
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 §5.6.2 (a method)
+# What str.strip() removes from a Latin-1 value, for stripping it undecoded.
+_SPACE = bytes(c for c in range(256) if chr(c).isspace())
 _MEMO_NAME_BYTES = 64
+_MEMO_FORWARDED_FOR_BYTES = 256
+_UNKNOWN = "?"  # never a client address
 # Dot segments (raw or escaped) and empty segments: the gateway forwards the path
 # unresolved, so a path whose canonical form differs in structure would be
 # authorized as one path and served as another.
@@ -161,14 +167,25 @@ class ForwardAuthApp:
         self.settings: ForwardAuthSettings = policy.forward_auth
         self.dialect = self.settings.dialect
         self._audit = audit or policy.audit_sink or LoggingAuditSink()
-        self._names: dict[bytes, tuple[str | None, str, bool]] = {}
-        self._methods: dict[str, str] = {}
+        self._names: dict[bytes, tuple[str | None, int, bool]] = {}
+        self._methods: dict[bytes, str] = {}
         self._peers: dict[str | None, bool] = {}
+        self._clients: dict[tuple[str | None, tuple[bytes, ...]], str | None] = {}
         self._answers: dict[int, _Answer] = {}
-        # The dialect headers of a well-formed request: its URI and method, once.
         self._request_line = _REQUEST_LINE[self.dialect]
-        self._usual = dict.fromkeys(self._request_line or (), 1)
         self._host = "host" if self.dialect == "envoy" else "x-forwarded-host"
+        # The dialect check counts every request-line name and this dialect's
+        # single-valued names, in any spelling: each count has 64 bits of one
+        # integer, so a request's counts are one sum and one set lookup.
+        single = _SINGLE[self.dialect]
+        self._counted = tuple(sorted(_ALL_REQUEST_LINE | single))
+        once = sum(self._weight(n) for n in self._request_line or ())
+        self._well_formed = frozenset(
+            once + sum(self._weight(n) for n in names)
+            for names in itertools.chain.from_iterable(
+                itertools.combinations(sorted(single), k) for k in range(len(single) + 1)
+            )
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -207,32 +224,55 @@ class ForwardAuthApp:
             return _Refused(Code.UNTRUSTED_PEER, "peer not in [forward_auth] trusted")
         # One pass: count the dialect headers in every spelling, drop client
         # copies of identity headers before anything reads them, and keep the
-        # gateway's own headers apart from the original request's.
-        known, learn = self._names, self._learn
-        counts: dict[str, int] = {}
-        gateway: dict[str, tuple[str, ...]] = {}
+        # gateway's own headers (undecoded) apart from the original request's.
+        known = self._names
+        counted = 0
+        gateway: dict[str, tuple[bytes, ...]] = {}
         headers: dict[str, tuple[str, ...]] = {}
         for name, value in scope["headers"]:
-            key, spelled, own = known.get(name) or learn(name)
-            if spelled:
-                counts[spelled] = counts.get(spelled, 0) + 1
+            try:
+                key, weight, own = known[name]
+            except KeyError:
+                key, weight, own = self._learn(name)
+            counted += weight
             if key is None:
                 continue
-            into = gateway if own else headers
+            if own:
+                if key in gateway:
+                    gateway[key] += (value,)
+                else:
+                    gateway[key] = (value,)
+                continue
             text = value.decode("latin-1")
-            previous = into.get(key)
-            into[key] = (text,) if previous is None else (*previous, text)
-        if counts != self._usual:
-            refusal = self._check_dialect(counts)
+            if key in headers:
+                headers[key] += (text,)
+            else:
+                headers[key] = (text,)
+        if counted not in self._well_formed:
+            refusal = self._check_dialect(scope["headers"])
             if refusal is not None:
                 return refusal
-        target = self._target(scope, gateway)
-        if isinstance(target, _Refused):
-            return target
-        method, path, query = target
+        line = self._request_line
+        if line is None:
+            target = self._envoy_target(scope)
+            if isinstance(target, _Refused):
+                return target
+            method, path, query = target
+        else:
+            sent_uri, sent_method = gateway.get(line[0]), gateway.get(line[1])
+            if not sent_method or not sent_uri:
+                # Sent only in another spelling (X_Original_URI): not the dialect's.
+                return _Refused(Code.UNTRUSTED_PEER, f"{line[1]} or {line[0]} missing")
+            method = self._methods.get(sent_method[0]) or self._method(sent_method[0])
+            uri = sent_uri[0].strip(_SPACE)
+            if not method or not uri:
+                return _Refused(Code.UNTRUSTED_PEER, f"malformed {line[1]} or {line[0]}")
+            path, _, query = uri.partition(b"?")
         forwarded_for = gateway.get("x-forwarded-for")
         if forwarded_for:
-            client = client_address(peer, forwarded_for, self.settings.trusts)
+            client = self._clients.get((peer, forwarded_for), _UNKNOWN)
+            if client is _UNKNOWN:
+                client = self._client(peer, forwarded_for)
         else:
             client = peer
         # The regular expression only where it can match: most paths have
@@ -243,20 +283,32 @@ class ForwardAuthApp:
 
         host = gateway.get(self._host)
         if host:
-            headers["host"] = (host[0].strip(),)
+            headers["host"] = (host[0].decode("latin-1").strip(),)
         scheme = "http"
         proto = gateway.get("x-forwarded-proto")
-        if proto and proto[0].strip().lower() in ("http", "https"):
-            scheme = proto[0].strip().lower()
+        if proto:
+            sent_scheme = proto[0].decode("latin-1").strip().lower()
+            if sent_scheme in ("http", "https"):
+                scheme = sent_scheme
         upgrade = gateway.get("upgrade")
         # Gateways drop the hop-by-hop Upgrade header on the auth request, but
         # Sec-WebSocket-Key is end-to-end and on every handshake (RFC 6455 §4.1).
         websocket = method == "GET" and (
             scope["type"] == "websocket"
             or "sec-websocket-key" in headers
-            or (upgrade is not None and "websocket" in ",".join(upgrade).lower())
+            or (upgrade is not None and b"websocket" in b",".join(upgrade).lower())
         )
         return RequestView(method, path, query, headers, scheme, client, websocket)
+
+    def _client(self, peer: str | None, forwarded_for: tuple[bytes, ...]) -> str | None:
+        """The client address for a gateway ``peer`` that sent ``forwarded_for``;
+        memoized (bounded) for one X-Forwarded-For field of ordinary length, as
+        a client's address comes back with each of its requests."""
+        entries = tuple(v.decode("latin-1") for v in forwarded_for)
+        client = client_address(peer, entries, self.settings.trusts)
+        if len(forwarded_for) == 1 and len(forwarded_for[0]) <= _MEMO_FORWARDED_FOR_BYTES:
+            remember(self._clients, (peer, forwarded_for), client)
+        return client
 
     def _trust(self, peer: str | None) -> bool:
         """Is ``peer`` a gateway in ``[forward_auth] trusted``? Memoized (bounded)."""
@@ -278,24 +330,33 @@ class ForwardAuthApp:
             return rendered
         return self._render_denial(outcome, method)
 
-    def _learn(self, name: bytes) -> tuple[str | None, str, bool]:
+    def _learn(self, name: bytes) -> tuple[str | None, int, bool]:
         """How a header name is read, memoized per raw name (bounded): its key
-        (None for a client copy of an identity header); its spelling-insensitive
-        name when the dialect check counts it (any dialect's request line, this
-        dialect's single-valued headers), else ""; and whether it describes the
-        gateway's own request rather than the original one."""
+        (None for a client copy of an identity header); its weight in the
+        dialect check (see ``__init__``; 0 when not counted); and whether it
+        describes the gateway's own request rather than the original one."""
         key = self.policy.identity.classify(name)[0]
-        normal = normalize_name(name.decode("latin-1"))
-        spelled = normal if normal in _ALL_REQUEST_LINE or normal in _SINGLE[self.dialect] else ""
-        learned = (key, spelled, key in _GATEWAY)
+        weight = self._weight(normalize_name(name.decode("latin-1")))
+        learned = (key, weight, key in _GATEWAY)
         if len(name) <= _MEMO_NAME_BYTES:
             remember(self._names, name, learned)
         return learned
 
-    def _check_dialect(self, counts: dict[str, int]) -> _Refused | None:
+    def _weight(self, normal: str) -> int:
+        """A spelling-insensitive name's unit in the packed dialect counts."""
+        if normal not in self._counted:
+            return 0
+        return 1 << (64 * self._counted.index(normal))
+
+    def _check_dialect(self, raw: Iterable[tuple[bytes, bytes]]) -> _Refused | None:
         """Refuse another dialect's request-line headers, repetitions, and a
-        missing URI or method header; ``counts`` per spelling-insensitive name."""
-        own = _REQUEST_LINE[self.dialect] or ()
+        missing URI or method header, the first in the order sent."""
+        counts: dict[str, int] = {}
+        for sent, _ in raw:
+            normal = normalize_name(sent.decode("latin-1"))
+            if normal in self._counted:
+                counts[normal] = counts.get(normal, 0) + 1
+        own = self._request_line or ()
         for name, count in counts.items():
             if name not in own and name in _ALL_REQUEST_LINE:
                 return _Refused(Code.UNTRUSTED_PEER, f"{name} is not of the {self.dialect} dialect")
@@ -306,35 +367,20 @@ class ForwardAuthApp:
                 return _Refused(Code.UNTRUSTED_PEER, f"{name} missing")
         return None
 
-    def _target(
-        self, scope: Scope, mapped: dict[str, tuple[str, ...]]
-    ) -> tuple[str, bytes, bytes] | _Refused:
-        """(method, raw path, query) of the original request."""
-        own = self._request_line
-        if own is None:
-            # Envoy: <prefix><original path>, and the original method and query.
-            raw_path = bytes(scope.get("raw_path") or scope["path"].encode("latin-1"))
-            prefix = self.settings.path.rstrip("/").encode("ascii")
-            path = raw_path[len(prefix) :] if raw_path.startswith(prefix) else b""
-            if not path.startswith(b"/"):
-                return _Refused(Code.UNTRUSTED_PEER, "path is not below the endpoint's prefix")
-            return _own_method(scope), path, bytes(scope.get("query_string", b""))
-        uri_header, method_header = own
-        sent_method, sent_uri = mapped.get(method_header), mapped.get(uri_header)
-        if not sent_method or not sent_uri:
-            # Sent only in another spelling (X_Original_URI): not the dialect's.
-            return _Refused(Code.UNTRUSTED_PEER, f"{method_header} or {uri_header} missing")
-        method = self._methods.get(sent_method[0]) or self._method(sent_method[0])
-        uri = sent_uri[0].strip()
-        if not method or not uri:
-            return _Refused(Code.UNTRUSTED_PEER, f"malformed {method_header} or {uri_header}")
-        path, _, query = uri.encode("latin-1").partition(b"?")
-        return method, path, query
+    def _envoy_target(self, scope: Scope) -> tuple[str, bytes, bytes] | _Refused:
+        """Envoy's (method, raw path, query): <prefix><original path>, and the
+        original method and query."""
+        raw_path = bytes(scope.get("raw_path") or scope["path"].encode("latin-1"))
+        prefix = self.settings.path.rstrip("/").encode("ascii")
+        path = raw_path[len(prefix) :] if raw_path.startswith(prefix) else b""
+        if not path.startswith(b"/"):
+            return _Refused(Code.UNTRUSTED_PEER, "path is not below the endpoint's prefix")
+        return _own_method(scope), path, bytes(scope.get("query_string", b""))
 
-    def _method(self, sent: str) -> str:
+    def _method(self, sent: bytes) -> str:
         """A method header's value as a method name (upper case), or "" when it
         is not a token; memoized (bounded)."""
-        text = sent.strip()
+        text = sent.decode("latin-1").strip()
         method = text.upper() if _TOKEN.fullmatch(text) else ""
         if len(sent) <= _MEMO_NAME_BYTES:
             remember(self._methods, sent, method)
