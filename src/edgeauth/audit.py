@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from .memo import remember
 
@@ -81,9 +81,9 @@ def encode_event(event: Mapping[str, Any]) -> str:
         if text is None:
             return "".join(_CHUNKS(event, 0))
         texts[i] = text
-    line = template.copy()
-    line[1::2] = texts
-    return "".join(line)
+    line: list[str | None] = list(template)
+    line[1::2] = texts  # no None is left in texts
+    return "".join(cast("list[str]", line))
 
 
 def _text(value: object) -> str | None:
