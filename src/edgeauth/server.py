@@ -92,28 +92,29 @@ class _CoalescingTransport(asyncio.Transport):
         super().__init__()
         self._transport = transport
         self._loop = loop
-        self._held: bytes | None = None
+        self.held: bytes | None = None
+        """The head of the response being written, until its first body part."""
         self._fresh = True  # the next write starts a response
 
     def next_response(self) -> None:
         self._fresh = True
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        held = self._held
+        held = self.held
         if held is not None:
-            self._held = None
+            self.held = None
             self._transport.writelines((held, data))
         elif self._fresh:
             self._fresh = False
-            self._held = bytes(data)
+            self.held = bytes(data)
             self._loop.call_soon(self.flush)
         else:
             self._transport.write(data)
 
     def flush(self) -> None:
-        held = self._held
+        held = self.held
         if held is not None:
-            self._held = None
+            self.held = None
             if not self._transport.is_closing():  # else the connection is gone
                 self._transport.write(held)
 
@@ -146,8 +147,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         self._writer: _CoalescingTransport  # from connection_made
         self._in_head = True
         self._pending = 0  # bytes received while the head is incomplete
-        self._head_bytes = 0  # exact size of the parsed head so far
-        self._header_count = 0
+        self._room = 0  # bytes the head parsed so far may still grow by
         self._hosts = 0  # Host fields in the head so far
         self._too_large = False
 
@@ -166,7 +166,8 @@ class EdgeHttpProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self.transport.is_closing():
             return
-        self._writer.flush()  # before a 400 or an upgrade answered from here
+        if self._writer.held is not None:
+            self._writer.flush()  # before a 400 or an upgrade answered from here
         if self._in_head:
             self._pending += len(data)
         super().data_received(data)
@@ -179,8 +180,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._head_bytes = 0
-        self._header_count = 0
+        self._room = self._max_head_bytes
         self._hosts = 0
         if self._head_deadline is None:
             self._start_head_clock()
@@ -191,8 +191,8 @@ class EdgeHttpProtocol(HttpToolsProtocol):
     # per field instead of two. tests/test_server.py compares the scopes.
 
     def on_url(self, url: bytes) -> None:
-        self._head_bytes += len(url)
-        if self._head_bytes > self._max_head_bytes:
+        room = self._room = self._room - len(url)
+        if room < 0:
             self._too_large = True
             raise _HeadTooLarge  # httptools turns it into a parser error: 431
         # A fragment never belongs in a request target (RFC 9112 §3.2); the
@@ -203,9 +203,9 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_count += 1
-        self._head_bytes += len(name) + len(value) + 4  # ": " and CRLF
-        if self._header_count > self._max_headers or self._head_bytes > self._max_head_bytes:
+        room = self._room = self._room - (len(name) + len(value) + 4)  # ": " and CRLF
+        headers = self.headers
+        if room < 0 or len(headers) >= self._max_headers:
             self._too_large = True
             raise _HeadTooLarge  # httptools turns it into a parser error: 431
         name = name.lower()
@@ -213,7 +213,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
             self._hosts += 1
         elif name == b"expect" and value.lower() == b"100-continue":
             self.expect_100_continue = True
-        self.headers.append((name, value))
+        headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self._head_deadline = None
