@@ -205,9 +205,8 @@ class ForwardAuthApp:
         outcome = await self.engine.evaluate(request)
         if type(outcome) is Allow and kind == "http":
             # The common answer, sent as send_rendered would send it.
-            headers = [_NO_STORE, (b"x-request-id", outcome.request_id.encode())]
-            headers += self._allow_headers(outcome)
-            headers.append(_NO_CONTENT)
+            request_id = (b"x-request-id", outcome.request_id.encode())
+            headers = [_NO_STORE, request_id, *self._allow_headers(outcome), _NO_CONTENT]
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             await send({"type": "http.response.body", "body": b""})
             return
