@@ -27,7 +27,6 @@ else is 403 ``untrusted_peer``.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import re
 import time
@@ -176,16 +175,14 @@ class ForwardAuthApp:
         self._host = "host" if self.dialect == "envoy" else "x-forwarded-host"
         # The dialect check counts every request-line name and this dialect's
         # single-valued names, in any spelling: each count has 64 bits of one
-        # integer, so a request's counts are one sum and one set lookup.
+        # integer, so a request's counts are one sum and one set lookup. Well
+        # formed: its own request line once each, a single-valued name at most once.
         single = _SINGLE[self.dialect]
         self._counted = tuple(sorted(_ALL_REQUEST_LINE | single))
-        once = sum(self._weight(n) for n in self._request_line or ())
-        self._well_formed = frozenset(
-            once + sum(self._weight(n) for n in names)
-            for names in itertools.chain.from_iterable(
-                itertools.combinations(sorted(single), k) for k in range(len(single) + 1)
-            )
-        )
+        sums = {sum(self._weight(n) for n in self._request_line or ())}
+        for name in sorted(single):
+            sums |= {s + self._weight(name) for s in sums}
+        self._well_formed = frozenset(sums)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
