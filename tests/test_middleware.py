@@ -759,6 +759,20 @@ async def test_host_tricks_cannot_skip_a_hosts_rule(
     assert r.status == status
 
 
+@pytest.mark.parametrize("name", ["host", "origin"])
+async def test_repeated_single_header_is_audited_by_name(tmp_path: Path, name: str) -> None:
+    """A repeated Host or Origin is 400, and the audit says which one repeated."""
+    audit = RecordingAudit()
+    app = guarded(tmp_path, audit=audit)
+    r = await call(
+        app,
+        raw_path=b"/api/protected/x",
+        headers=[(name, "app.test"), (name, "other.test"), cookie()],
+    )
+    assert r.status == 400
+    assert audit.events[-1]["reason"] == f"more than one {name} header"
+
+
 async def test_repeated_origin_is_400(app: EdgeAuth) -> None:
     """Two Origin headers are ambiguous (the CSRF check must not pick the friendly one)."""
     r = await call(

@@ -178,19 +178,16 @@ class IdentityHeaders:
         """Also X-Forwarded-* and Forwarded: what untrusted peers may not send."""
         self._built: dict[tuple[int, bool], tuple[Identity, tuple[Header, ...]]] = {}
         self._encoded: dict[int, tuple[tuple[Header, ...], list[tuple[bytes, bytes]]]] = {}
-        self.names: dict[bytes, tuple[str | None, str | None]] = {}
-        """ASGI header name -> (its key when kept from a trusted peer, from an
-        untrusted one); None when it is stripped. Filled by :meth:`classify`."""
         self.keys: tuple[dict[bytes, str], dict[bytes, str]] = ({}, {})
-        """The same per peer (``keys[0]`` trusted, ``keys[1]`` untrusted): ASGI
-        header name -> its key, or "" when it is stripped. Filled by
-        :meth:`classify`; one lookup per header on the hot path."""
+        """What :meth:`classify` found, per peer (``keys[0]`` trusted, ``keys[1]``
+        untrusted): ASGI header name -> its key, or "" when it is stripped. One
+        lookup per header on the hot path."""
 
     def classify(self, name: bytes) -> tuple[str | None, str | None]:
         """How an incoming header ``name`` is treated: its lower-case text key
         when kept, None when stripped, for a trusted and for an untrusted peer.
         Names repeat from request to request, so the answer is memoized in
-        :attr:`names` (bounded; long names are not kept)."""
+        :attr:`keys` (bounded; long names are not kept)."""
         key = name.lower()
         norm = key.replace(b"_", b"-")
         text = key.decode("latin-1")
@@ -199,7 +196,6 @@ class IdentityHeaders:
             None if norm in self.stripped_untrusted or norm.startswith(UNTRUSTED_PREFIXES) else text
         )
         if len(name) <= _MEMO_NAME_BYTES:
-            remember(self.names, name, (trusted, untrusted))
             remember(self.keys[0], name, trusted or "")
             remember(self.keys[1], name, untrusted or "")
         return trusted, untrusted

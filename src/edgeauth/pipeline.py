@@ -47,9 +47,6 @@ log = logging.getLogger("edgeauth")
 
 _REALM = 'Bearer realm="edgeauth"'
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
-# Headers whose repetition makes a request ambiguous (RFC 9110 §5.3: a field
-# that is not a list must not be repeated; servers disagree on which one wins).
-_SINGLE = ("host", "origin")
 _PREFLIGHT_REFUSED = "CORS preflight refused"
 _LOGIN_CODES = frozenset({Code.MISSING_CREDENTIALS, Code.INVALID_TOKEN, Code.REVOKED})
 _FAILED_AUTH = frozenset({Code.INVALID_TOKEN, Code.REVOKED})
@@ -191,13 +188,16 @@ class Engine:
 
     async def _decide(self, view: RequestView, rid: str, trace: _Trace) -> Outcome:
         headers = view.headers
+        # Host and Origin are not lists (RFC 9110 §5.3): repeated, the request is
+        # ambiguous (servers disagree on which one wins).
         hosts = headers.get("host")
         origins = headers.get("origin")
-        if (hosts is not None and len(hosts) > 1) or (origins is not None and len(origins) > 1):
-            for name in _SINGLE:
-                if len(headers.get(name, ())) > 1:
-                    trace.reason = f"more than one {name} header"
-                    return Denial(rid, Code.BAD_REQUEST)
+        repeated = (
+            "host" if hosts and len(hosts) > 1 else "origin" if origins and len(origins) > 1 else ""
+        )
+        if repeated:
+            trace.reason = f"more than one {repeated} header"
+            return Denial(rid, Code.BAD_REQUEST)
         origin = origins[0] if origins else None
         method = view.method
         preflight = False
@@ -256,11 +256,10 @@ class Engine:
         if credentials:
             try:
                 hit = _cached(rule, credentials, now, trace)
-                identity, source = (
-                    hit
-                    if hit is not None
-                    else await self._authenticate(rule, credentials, now, trace)
-                )
+                if hit is None:
+                    identity, source = await self._authenticate(rule, credentials, now, trace)
+                else:
+                    identity, source = hit
             except Revoked as exc:
                 return self._fail(Code.REVOKED, exc, trace, rid, rule, view, path, extra)
             except InvalidCredentials as exc:
@@ -429,15 +428,19 @@ class Engine:
         now: float,
         trace: _Trace,
     ) -> tuple[Identity | None, CredentialSource | None]:
-        """(identity, where it came from), or (None, None) when no authenticator took one."""
+        """(identity, where it came from), or (None, None) when no authenticator
+        took one. Called after :func:`_cached` missed: the first credential's
+        authenticator is not asked for a cached identity again."""
+        first = True
         for authenticator, source in rule.attempts:
             credential = credentials.get(source)
             if credential is None:
                 continue
-            if trace.credential is None:
+            if first:
                 trace.credential = credential
             trace.authenticator = authenticator.id
-            identity = authenticator.verified(credential, now)
+            identity = None if first else authenticator.verified(credential, now)
+            first = False
             if identity is None:
                 identity = await authenticator.authenticate(credential, now)
             if identity is not None:

@@ -2,8 +2,8 @@
 
 Per process and bounded. An entry is keyed by (authenticator id, BLAKE2b-512
 digest of the token), so the token itself is never stored, and it is dropped
-as soon as the token's ``exp`` (plus the authenticator's leeway) has passed or the key that
-verified it has left the key set (rotation). Revocation is not the cache's
+as soon as the token's ``exp`` (plus the authenticator's leeway) has passed
+or the key that verified it has left the key set (rotation). Revocation is not the cache's
 business: the pipeline checks it on every request, hit or miss.
 
 Eviction is LRU: a hit moves the entry to the young end, a put into a full
@@ -49,11 +49,7 @@ class TokenCache:
     def get(self, authenticator: str, token: str, now: float) -> Identity | None:
         """The identity cached for ``token``, or None on a miss, after
         ``expires_at``, or when the entry's key is no longer in the key set."""
-        try:  # _digest, inlined: this runs on every request with a token
-            raw = token.encode()
-        except UnicodeEncodeError:
-            raw = token.encode("utf-8", "surrogatepass")
-        key = (authenticator, _hash(raw).digest())
+        key = (authenticator, _digest(token))
         entry = self._entries.get(key)
         if entry is None:
             return None

@@ -213,6 +213,10 @@ class KeyProvider(Protocol):
         """Release what the provider holds."""
         ...
 
+    # Optional: a provider whose keys never leave their set says so with a
+    # class attribute ``fixed = True``; its cached tokens are not checked
+    # against the key set on every hit. Without it, they are.
+
 
 class StaticKeys:
     """Keys fixed by the policy: a ``secret``, a ``public_key`` or a ``jwks_file``.
@@ -221,6 +225,9 @@ class StaticKeys:
     >>> len(keys.key_set)
     1
     """
+
+    fixed = True
+    """The keys never leave their set (see :class:`KeyProvider`)."""
 
     def __init__(self, key_set: KeySet) -> None:
         self.key_set = key_set
@@ -326,6 +333,8 @@ class JwtAuthenticator:
         self._algorithms = check_algorithms(algorithms)
         self._hmac = self._algorithms <= HMAC_ALGORITHMS
         self._keys = keys
+        # Checked on every cache hit, unless the provider's keys never change.
+        self._key_valid = None if getattr(keys, "fixed", False) else keys.key_valid
         self._issuer = issuer
         if isinstance(audience, str):
             audience = (audience,)
@@ -385,8 +394,7 @@ class JwtAuthenticator:
                 identity,
                 expires_at=identity.expires_at + self._leeway,
                 key_tag=tag,
-                # Static keys never leave their set: nothing to ask on a hit.
-                key_valid=None if type(self._keys) is StaticKeys else self._keys.key_valid,
+                key_valid=self._key_valid,
             )
         return identity
 
