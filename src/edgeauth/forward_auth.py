@@ -119,7 +119,6 @@ _WITHHELD_BYTES = _WITHHELD.encode()
 # Envoy's HTTP ext_authz removes these request headers before the upstream.
 _ENVOY_REMOVE = "x-envoy-auth-headers-to-remove"
 _NO_STORE = (b"cache-control", b"no-store")
-_NO_CONTENT = (b"content-length", b"0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +187,12 @@ class ForwardAuthApp:
         kind = scope["type"]
         if kind != "http" and kind != "websocket":
             return
+        await send_rendered(scope, send, await self.answer(scope))
+
+    async def answer(self, scope: Scope) -> Rendered:
+        """The answer to the gateway's request in ``scope`` (without its
+        Content-Length); never raises. ``edgeauth serve`` calls it directly for
+        most requests (see :class:`edgeauth.server.EdgeHttpProtocol`)."""
         try:
             request = self._rebuild(scope)
         except Exception:
@@ -197,17 +202,11 @@ class ForwardAuthApp:
             denial = Denial(new_request_id(), request.code)
             method = request.method or _own_method(scope)
             self._audit_refusal(scope, request, denial, method)
-            await send_rendered(scope, send, self._render_denial(denial, method))
-            return
+            return self._render_denial(denial, method)
         outcome = await self.engine.evaluate(request)
-        if type(outcome) is Allow and kind == "http":
-            # The common answer, sent as send_rendered would send it.
-            request_id = (b"x-request-id", outcome.request_id.encode())
-            headers = [_NO_STORE, request_id, *self._allow_headers(outcome), _NO_CONTENT]
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-            await send({"type": "http.response.body", "body": b""})
-            return
-        await send_rendered(scope, send, self._render(outcome, request.method))
+        if type(outcome) is Allow:
+            return self._render_allow(outcome)
+        return self._render(outcome, request.method)
 
     def _rebuild(self, scope: Scope) -> RequestView | _Refused:
         """The original request as a :class:`RequestView`, or why it is refused."""
@@ -272,8 +271,10 @@ class ForwardAuthApp:
         else:
             client = peer
         # The regular expression only where it can match: most paths have
-        # neither a dot, an escape nor two slashes.
-        if (b"." in path or b"%" in path or b"//" in path) and _UNRESOLVED.search(path):
+        # neither a dot, an escape nor two slashes (bytes.find: see server.on_url).
+        if (
+            path.find(b".") >= 0 or path.find(b"%") >= 0 or path.find(b"//") >= 0
+        ) and _UNRESOLVED.search(path):
             reason = "dot segment or empty segment in forwarded path"
             return _Refused(Code.BAD_REQUEST, reason, method, path, client)
 

@@ -16,6 +16,11 @@ docs/proxy.md, "Why this server"):
   Transfer-Encoding, repeated Content-Length, obsolete line folding and bare
   LF line ends, which h11 accepts in part; this class adds a missing or
   repeated ``Host`` (RFC 9112 §3.2).
+
+Requests for the forward-auth endpoint are answered by the protocol itself
+when nothing else is in flight on the connection (see
+:meth:`EdgeHttpProtocol.on_headers_complete`): the same app and the same bytes,
+without an ASGI task per decision.
 """
 
 from __future__ import annotations
@@ -27,27 +32,36 @@ import logging
 import signal
 import socket
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Coroutine, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
+import httptools
 import uvicorn
 import uvicorn.config
 from uvicorn.config import STARTUP_FAILURE
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 from uvicorn.supervisors.multiprocess import Multiprocess
 
-from .asgi import ASGIApp, Message, Receive, Scope, Send, raw_path, send_rendered
+from .asgi import Message, Receive, Scope, Send, raw_path, send_rendered
 from .config import load_policy
 from .errors import ConfigError, ConfigIssue
 from .model import Code, Denial
 from .pipeline import Engine, new_request_id
 from .policy import Policy
 from .proxy import Proxy
-from .responses import render_denial
+from .responses import Rendered, render_denial
+
+if TYPE_CHECKING:
+    from .forward_auth import ForwardAuthApp
 
 __all__ = ["EdgeHttpProtocol", "EdgeServer", "HeadLimits", "parse_listen", "serve"]
 
@@ -79,6 +93,48 @@ class _HeadTooLarge(Exception):
 
 class _BadHost(Exception):
     """A head refused with 400: a missing or repeated Host, a fragment."""
+
+
+class _Closed(Exception):
+    """A request pipelined after the connection's last answer: not read."""
+
+
+class _Resumed:
+    """Awaitable: a coroutine already run by hand up to where it first waited
+    (on ``waiting``), to be carried on by a task. Its first step hands the task
+    what the coroutine waits on; the next ones go to the coroutine."""
+
+    __slots__ = ("_coroutine", "_waiting")
+
+    def __init__(self, coroutine: Coroutine[Any, Any, Rendered], waiting: Any) -> None:
+        self._coroutine = coroutine
+        self._waiting: Any = waiting
+
+    def __await__(self) -> Generator[Any, Any, Rendered]:
+        return self
+
+    def __iter__(self) -> _Resumed:
+        return self
+
+    def __next__(self) -> Any:
+        return self.send(None)
+
+    def send(self, value: Any) -> Any:
+        waiting = self._waiting
+        if waiting is not _NOTHING:
+            self._waiting = _NOTHING
+            return waiting
+        return self._coroutine.send(value)
+
+    def throw(self, *exc: Any) -> Any:
+        self._waiting = _NOTHING
+        return self._coroutine.throw(*exc)
+
+    def close(self) -> None:
+        self._coroutine.close()
+
+
+_NOTHING: Any = object()
 
 
 class _CoalescingTransport(asyncio.Transport):
@@ -136,6 +192,22 @@ class EdgeHttpProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # The forward-auth lane (see on_headers_complete): only under
+        # `edgeauth serve`'s own app, unwrapped, with nothing uvicorn would add
+        # to the request (a root path) or refuse (a concurrency limit).
+        app = self.app
+        self._lane: EdgeServer | None = None
+        self._lane_start = b""
+        if (
+            isinstance(app, EdgeServer)
+            and app.forward_auth is not None
+            and not self.root_path
+            and self.limit_concurrency is None
+        ):
+            self._lane = app
+            self._lane_start = app.forward_auth_start
+        self._lane_request: tuple[Scope, bool] | None = None
+        self._lane_closed = False
         config = self.config
         self.limits = config.limits if isinstance(config, _Config) else HeadLimits()
         self._max_head_bytes = self.limits.max_head_bytes
@@ -144,6 +216,8 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         # only clears the deadline, so keep-alive requests arm no timer each.
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_deadline: float | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._idle_deadline: float | None = None
         self._writer: _CoalescingTransport  # from connection_made
         self._in_head = True
         self._pending = 0  # bytes received while the head is incomplete
@@ -157,10 +231,11 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         self._start_head_clock()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._head_deadline = None
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+        self._head_deadline = self._idle_deadline = None
+        for timer in (self._head_timer, self._idle_timer):
+            if timer is not None:
+                timer.cancel()
+        self._head_timer = self._idle_timer = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -179,6 +254,12 @@ class EdgeHttpProtocol(HttpToolsProtocol):
             self.send_400_response("request head too large")
 
     def on_message_begin(self) -> None:
+        if self._lane_closed:
+            # Pipelined after a request the lane answered with "connection:
+            # close" that llhttp still keeps open (HTTP/1.0 keep-alive, which
+            # uvicorn does not keep): never read. The parser reports the
+            # exception; send_400_response sends nothing.
+            raise _Closed
         super().on_message_begin()
         self._room = self._max_head_bytes
         self._hosts = 0
@@ -198,7 +279,9 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         # A fragment never belongs in a request target (RFC 9112 §3.2); the
         # server would drop it silently, so the path decided would not be the
         # target the client wrote. Refused like every ambiguous target: 400.
-        if b"#" in url:
+        # bytes.find, not ``in``: on bytes, ``in`` first tries its operand as an
+        # integer and pays for a formatted TypeError (CPython 3.11), per request.
+        if url.find(b"#") >= 0:
             raise _BadHost
         self.url += url
 
@@ -224,14 +307,152 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         hosts = self._hosts
         if hosts != 1 and (hosts > 1 or self.parser.get_http_version() == "1.1"):
             raise _BadHost  # httptools turns it into a parser error: 400 below
+        if self._lane is not None and self._lane_takes():
+            return
         previous = self.cycle
         super().on_headers_complete()
         if self.cycle is not previous:  # a request, not an upgrade
             self.cycle.transport = self._writer
 
+    def _lane_takes(self) -> bool:
+        """Is this head a forward-auth request to answer from the protocol?
+
+        Yes when it is for the endpoint, carries no body and no upgrade, and
+        nothing else is in flight on the connection: no response unfinished or
+        queued, and the client reading what it is sent. uvicorn would start an
+        ASGI task for it; the lane answers it when the message completes, with
+        the app's own :meth:`~edgeauth.forward_auth.ForwardAuthApp.answer` and
+        the bytes uvicorn would write. Anything else takes uvicorn's way.
+        """
+        url = self.url
+        if not url.startswith(self._lane_start):
+            return False
+        cycle = self.cycle
+        if (
+            (cycle is not None and not cycle.response_complete)
+            or self.pipeline
+            or self.flow.write_paused
+            or self.expect_100_continue
+            or self.parser.should_upgrade()
+        ):
+            return False
+        for name, value in self.headers:
+            if (name == b"content-length" and value != b"0") or name == b"transfer-encoding":
+                return False
+        try:
+            parsed = httptools.parse_url(url)
+        except httptools.HttpParserInvalidURLError:
+            return False  # uvicorn's way refuses it
+        path: bytes = parsed.path
+        server = self._lane
+        if server is None or not server.is_forward_auth(path):
+            return False
+        version = self.parser.get_http_version()
+        scope: Scope = self.scope  # type: ignore[assignment]
+        scope["method"] = self.parser.get_method().decode("ascii")
+        if version != "1.1":
+            scope["http_version"] = version
+        text = path.decode("ascii")
+        scope["path"] = unquote(text) if "%" in text else text
+        scope["raw_path"] = path
+        scope["query_string"] = parsed.query or b""
+        self._lane_request = scope, version != "1.0" and self.parser.should_keep_alive()
+        return True
+
+    def _lane_answer(self, scope: Scope, keep_alive: bool) -> None:
+        """Answer a request the lane took: at once when the decision needs no
+        waiting (a cached token, in-memory limits), else from a task with a
+        response cycle of uvicorn's own, which holds later requests back."""
+        server = self._lane
+        assert server is not None and server.forward_auth is not None
+        answer = server.forward_auth.answer(scope)
+        try:
+            waiting = answer.send(None)
+        except StopIteration as done:
+            self._lane_write(done.value, scope["method"], keep_alive)
+            return
+        except Exception:
+            log.exception("forward-auth request failed")
+            denial = Denial(new_request_id(), Code.INTERNAL_ERROR)
+            self._lane_write(render_denial(denial, "GET"), scope["method"], keep_alive)
+            return
+        cycle = RequestResponseCycle(
+            scope=scope,  # type: ignore[arg-type]
+            transport=self._writer,
+            flow=self.flow,
+            logger=self.logger,
+            access_logger=self.access_logger,
+            access_log=self.access_log,
+            default_headers=self.server_state.default_headers,
+            message_event=asyncio.Event(),
+            expect_100_continue=False,
+            keep_alive=keep_alive,
+            on_response=self.on_response_complete,
+        )
+        cycle.more_body = False
+        self.cycle = cycle
+        resumed = _Resumed(answer, waiting)
+
+        async def respond(scope: Scope, receive: Receive, send: Send) -> None:
+            await send_rendered(scope, send, await resumed)
+
+        self._start_asgi_task(cycle, respond)  # type: ignore[arg-type]
+
+    def _lane_write(self, rendered: Rendered, method: str, keep_alive: bool) -> None:
+        """Write an answer as uvicorn's response cycle would: its headers (all
+        edgeauth's own: constants, identity values checked for control
+        characters, values from the policy), Content-Length, and
+        "connection: close" when the connection ends with it."""
+        status, headers, body = rendered
+        content = [STATUS_LINE[status]]
+        for name, value in (*self.server_state.default_headers, *headers):
+            content += (name, b": ", value, b"\r\n")
+        content.append(b"content-length: %d\r\n" % len(body))
+        if not keep_alive:
+            content.append(b"connection: close\r\n")
+        content.append(b"\r\n")
+        if method != "HEAD":
+            content.append(body)
+        self._writer.flush()  # nothing is held here; kept for the order of bytes
+        self.transport.write(b"".join(content))
+        if not keep_alive:
+            self._lane_closed = True
+            self.transport.close()
+        self.on_response_complete()
+
+    # The keep-alive timeout: uvicorn arms a timer after every response and
+    # cancels it on the next read. Here one timer per connection is moved
+    # lazily, like the head timer: a read only clears the deadline.
+
+    def _unset_keepalive_if_required(self) -> None:
+        self._idle_deadline = None
+
     def on_response_complete(self) -> None:
+        """uvicorn 0.54's, with the lazy keep-alive timer: start the next
+        pipelined request, else wait ``timeout_keep_alive`` for one."""
         self._writer.next_response()
-        super().on_response_complete()
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self._idle_deadline = None
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+            return
+        self._idle_deadline = deadline = self.loop.time() + self.timeout_keep_alive
+        if self._idle_timer is None:
+            self._idle_timer = self.loop.call_at(deadline, self._idle_timed_out, deadline)
+
+    def _idle_timed_out(self, armed_for: float) -> None:
+        self._idle_timer = None
+        deadline = self._idle_deadline
+        if deadline is None:
+            return  # busy since: the next response sets the clock again
+        if deadline > armed_for:
+            self._idle_timer = self.loop.call_at(deadline, self._idle_timed_out, deadline)
+            return
+        self.timeout_keep_alive_handler()
 
     def shutdown(self) -> None:
         self._writer.flush()
@@ -242,12 +463,19 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         super().timeout_keep_alive_handler()
 
     def on_message_complete(self) -> None:
-        super().on_message_complete()
         self._in_head = True
         self._pending = 0
+        request = self._lane_request
+        if request is not None:
+            self._lane_request = None
+            self._lane_answer(*request)
+            return
+        super().on_message_complete()
 
     def send_400_response(self, msg: str) -> None:
         """Answer a request the parser refused, as JSON, and close the connection."""
+        if self._lane_closed:
+            return  # the connection ended with the answer before
         self._writer.flush()
         code = Code.HEADERS_TOO_LARGE if self._too_large else Code.BAD_REQUEST
         status, headers, body = render_denial(Denial(new_request_id(), code), "GET")
@@ -300,12 +528,15 @@ class EdgeServer:
         self.policy = policy
         self.engine = engine or Engine(policy)
         self.proxy = Proxy(policy, self.engine) if policy.server.upstream else None
-        self.forward_auth: ASGIApp | None = None
+        self.forward_auth: ForwardAuthApp | None = None
         self._forward_auth_path = b""
         self._forward_auth_prefix: bytes | None = None
+        self.forward_auth_start = b""
+        """What every raw request target for the endpoint starts with."""
         if policy.forward_auth is not None:
             self.forward_auth = _forward_auth_app(policy, self.engine)
             self._forward_auth_path = policy.forward_auth.path.encode()
+            self.forward_auth_start = self._forward_auth_path.rstrip(b"/")
             if policy.forward_auth.dialect == "envoy":
                 # Envoy's ext_authz appends the original path to the prefix.
                 self._forward_auth_prefix = self._forward_auth_path.rstrip(b"/") + b"/"
@@ -316,7 +547,7 @@ class EdgeServer:
             if kind == "lifespan":
                 await self._lifespan(receive, send)
             return
-        if self.forward_auth is not None and self._is_forward_auth(scope):
+        if self.forward_auth is not None and self.is_forward_auth(_raw_path(scope)):
             await self.forward_auth(scope, receive, send)
         elif self.proxy is not None:
             await self.proxy(scope, receive, send)
@@ -324,10 +555,8 @@ class EdgeServer:
             denial = Denial(new_request_id(), Code.NOT_FOUND)
             await send_rendered(scope, send, render_denial(denial, "GET"))
 
-    def _is_forward_auth(self, scope: Scope) -> bool:
-        path = scope.get("raw_path")
-        if type(path) is not bytes:
-            path = raw_path(scope)
+    def is_forward_auth(self, path: bytes) -> bool:
+        """Is ``path`` (raw) the forward-auth endpoint's?"""
         if path == self._forward_auth_path:
             return True
         prefix = self._forward_auth_prefix
@@ -361,13 +590,16 @@ class EdgeServer:
                 return
 
 
-def _forward_auth_app(policy: Policy, engine: Engine) -> ASGIApp:
-    # Imported when configured only: a proxy-only server never loads it.
-    import importlib
+def _raw_path(scope: Scope) -> bytes:
+    path = scope.get("raw_path")
+    return path if type(path) is bytes else raw_path(scope)
 
-    module = importlib.import_module("edgeauth.forward_auth")
-    app: ASGIApp = module.ForwardAuthApp(policy, engine)
-    return app
+
+def _forward_auth_app(policy: Policy, engine: Engine) -> ForwardAuthApp:
+    # Imported when configured only: a proxy-only server never loads it.
+    from .forward_auth import ForwardAuthApp
+
+    return ForwardAuthApp(policy, engine)
 
 
 def parse_listen(listen: str) -> tuple[str, int]:

@@ -1,0 +1,311 @@
+"""The forward-auth lane of ``edgeauth serve``: EdgeHttpProtocol answers most
+decision requests itself, without an ASGI task. It must answer exactly as the
+ASGI path does, keep pipelined answers in order, wait for a decision that waits,
+and leave uvicorn's way to everything it does not handle."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+from typing import Any
+
+import httptools
+import pytest
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from edgeauth import Engine, load_policy
+from edgeauth.model import Outcome, RequestView
+from edgeauth.server import EdgeHttpProtocol, EdgeServer, HeadLimits, _Config
+
+from .gateway_fixtures import forward_auth_policy
+from .helpers import session_token, write_policy
+
+GATEWAY = ("127.0.0.1", 40000)
+POLL = 5.0  # seconds: the bound on every wait below
+
+
+class Wire(asyncio.Transport):
+    """A transport that records what is written, from a trusted gateway's address."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.data = bytearray()
+        self.closed = False
+        self.paused = False
+
+    def write(self, data: Any) -> None:
+        assert not self.closed, "written after close"
+        self.data += data
+
+    def writelines(self, data: Any) -> None:
+        for part in data:
+            self.write(part)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": GATEWAY, "sockname": ("127.0.0.1", 9000)}.get(name, default)
+
+
+class WaitingEngine(Engine):
+    """An engine whose decisions wait until ``go`` is set, and that counts them."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.go = asyncio.Event()
+        self.go.set()
+        self.decided = 0
+
+    async def evaluate(self, view: RequestView) -> Outcome:
+        self.decided += 1
+        if not self.go.is_set():
+            await self.go.wait()
+        return await super().evaluate(view)
+
+
+def server(folder: Path, dialect: str = "nginx") -> EdgeServer:
+    policy = load_policy(write_policy(folder, forward_auth_policy(dialect)))
+    return EdgeServer(policy, engine=WaitingEngine(policy))
+
+
+def connect(app: EdgeServer, protocol: type = EdgeHttpProtocol, **config: Any) -> tuple[Any, Wire]:
+    settings = _Config(
+        app,
+        limits=HeadLimits(),
+        lifespan="off",
+        proxy_headers=False,
+        date_header=False,
+        server_header=False,
+        access_log=False,
+        **config,
+    )
+    settings.load()
+    handler = protocol(settings, ServerState(), {}, _loop=asyncio.get_running_loop())
+    wire = Wire()
+    handler.connection_made(wire)
+    return handler, wire
+
+
+async def settle(condition: Any = None) -> None:
+    """Let tasks run: a few turns, or until ``condition()`` holds (bounded)."""
+    deadline = asyncio.get_running_loop().time() + POLL
+    for _ in range(5):
+        await asyncio.sleep(0)
+    while condition is not None and not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+def responses(data: bytes | bytearray) -> list[tuple[int, dict[str, list[str]], bytes]]:
+    """The responses in ``data``: status, headers (lower-case names) and body."""
+    found: list[tuple[int, dict[str, list[str]], bytes]] = []
+    current: dict[str, Any] = {}
+
+    class Callbacks:
+        def on_message_begin(self) -> None:
+            current.clear()
+            current.update(headers={}, body=b"")
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            current["headers"].setdefault(name.decode().lower(), []).append(value.decode())
+
+        def on_body(self, body: bytes) -> None:
+            current["body"] += body
+
+        def on_message_complete(self) -> None:
+            found.append((parser.get_status_code(), dict(current["headers"]), current["body"]))
+
+    parser = httptools.HttpResponseParser(Callbacks())
+    parser.feed_data(bytes(data))
+    return found
+
+
+def head_request(target: str, *headers: str, method: str = "GET", version: str = "1.1") -> bytes:
+    lines = [f"{method} {target} HTTP/{version}", "Host: auth.internal", *headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def ask(uri: str, *headers: str, method: str = "GET", version: str = "1.1") -> bytes:
+    """An nginx-dialect decision request for ``method uri``."""
+    return head_request(
+        "/_edgeauth/auth",
+        f"X-Original-URI: {uri}",
+        f"X-Original-Method: {method}",
+        "X-Forwarded-For: 203.0.113.9",
+        *headers,
+        version=version,
+    )
+
+
+def cookie() -> str:
+    return f"Cookie: session={session_token()}"
+
+
+def same_but_ids(data: bytes | bytearray) -> bytes:
+    return re.sub(rb"(x-request-id: |\"request_id\":\")[0-9a-f]{16}", rb"\1<id>", bytes(data))
+
+
+CASES = {
+    "allowed": ask("/api/protected/me", cookie()),
+    "anonymous allow": ask("/public/x", "X-User-Id: mallory"),
+    "missing credentials": ask("/api/protected/me"),
+    "page to the login": ask("/dashboard", "Sec-Fetch-Mode: navigate", "Sec-Fetch-Dest: document"),
+    "another dialect": ask("/api/protected/me", cookie(), "X-Forwarded-Uri: /public/x"),
+    "ambiguous path": ask("/api/protected/..%2fadmin", cookie()),
+    "HEAD": head_request(
+        "/_edgeauth/auth?probe=1",
+        "X-Original-URI: /api/protected/me",
+        "X-Original-Method: GET",
+        method="HEAD",
+    ),
+    "HTTP/1.0": ask("/api/protected/me", cookie(), version="1.0"),
+    "connection close": ask("/api/protected/me", cookie(), "Connection: close"),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+async def test_the_lane_answers_as_the_asgi_path_does(tmp_path: Path, case: str) -> None:
+    """Same status, headers and body as uvicorn's own protocol running the app,
+    written before the call returns, without a task."""
+    app = server(tmp_path)
+    lane, lane_wire = connect(app)
+    lane.data_received(CASES[case])
+    assert lane_wire.data and not lane.tasks  # answered in the call, by the lane
+    asgi, asgi_wire = connect(app, HttpToolsProtocol)
+    asgi.data_received(CASES[case])
+    await settle(lambda: asgi_wire.data)
+    await settle()
+    assert same_but_ids(lane_wire.data) == same_but_ids(asgi_wire.data)
+    assert lane_wire.closed == asgi_wire.closed
+    assert len(responses(lane_wire.data)) == 1 or case == "HEAD"
+
+
+async def test_envoy_paths_below_the_prefix_take_the_lane(tmp_path: Path) -> None:
+    """Envoy's check requests (original path after the prefix) are answered by the lane."""
+    app = server(tmp_path, "envoy")
+    lane, wire = connect(app)
+    request = b"GET /_edgeauth/auth/api/protected/me HTTP/1.1\r\nHost: app.example\r\n"
+    lane.data_received(request + cookie().encode() + b"\r\n\r\n")
+    [(status, headers, _)] = responses(wire.data)
+    assert (status, headers["x-user-id"]) == (200, ["alice"])
+    assert not lane.tasks
+
+
+async def test_pipelined_answers_keep_their_order(tmp_path: Path) -> None:
+    """A lane answer, a request for another path (404, uvicorn's way) and another
+    decision, sent together, are answered in the order sent."""
+    app = server(tmp_path)
+    protocol, wire = connect(app)
+    other = head_request("/elsewhere")
+    protocol.data_received(ask("/api/protected/me", cookie()) + other + ask("/api/protected/me"))
+    await settle(lambda: len(responses(wire.data)) == 3)
+    statuses = [r[0] for r in responses(wire.data)]
+    assert statuses == [200, 404, 401]
+    assert app.engine.decided == 2  # type: ignore[attr-defined]
+
+
+async def test_a_decision_that_waits_holds_later_requests_back(tmp_path: Path) -> None:
+    """A decision that has to wait (a key set, Redis) goes on in a task; requests
+    behind it wait for its answer, and reading pauses meanwhile."""
+    app = server(tmp_path)
+    engine: WaitingEngine = app.engine  # type: ignore[assignment]
+    engine.go.clear()
+    protocol, wire = connect(app)
+    protocol.data_received(ask("/api/protected/me", cookie()) + ask("/api/protected/me"))
+    await settle()
+    assert wire.data == b"" and engine.decided == 1
+    assert wire.paused  # the second request waits in uvicorn's pipeline
+    engine.go.set()
+    await settle(lambda: len(responses(wire.data)) == 2)
+    assert [r[0] for r in responses(wire.data)] == [200, 401]
+    assert not wire.paused and not wire.closed
+
+
+@pytest.mark.parametrize(
+    ("version", "connection"),
+    [("1.1", "close"), ("1.0", "keep-alive")],  # uvicorn keeps no HTTP/1.0 connection
+)
+async def test_a_connection_closed_by_its_answer_reads_nothing_more(
+    tmp_path: Path, version: str, connection: str
+) -> None:
+    """After an answer with "connection: close", a request pipelined behind it is
+    neither decided nor answered."""
+    app = server(tmp_path)
+    protocol, wire = connect(app)
+    first = ask("/public/x", f"Connection: {connection}", version=version)
+    protocol.data_received(first + ask("/api/protected/me"))
+    await settle()
+    [(status, headers, _)] = responses(wire.data)
+    assert status == 200 and headers["connection"] == ["close"]
+    assert wire.closed
+    assert app.engine.decided == 1  # type: ignore[attr-defined]
+
+
+async def test_a_request_with_a_body_takes_uvicorns_way(tmp_path: Path) -> None:
+    """A decision request with a body is answered by the app in a task, the same."""
+    app = server(tmp_path)
+    protocol, wire = connect(app)
+    request = ask("/api/protected/me", cookie(), "Content-Length: 2")
+    protocol.data_received(request + b"ok")
+    assert protocol.tasks and not wire.data
+    await settle(lambda: wire.data)
+    [(status, headers, _)] = responses(wire.data)
+    assert (status, headers["x-user-id"]) == (200, ["alice"])
+
+
+async def test_a_client_that_does_not_read_gets_no_answer_until_it_does(tmp_path: Path) -> None:
+    """While the transport's buffer is full, nothing more is written: the request
+    waits in uvicorn's response cycle until writing resumes."""
+    app = server(tmp_path)
+    protocol, wire = connect(app)
+    protocol.pause_writing()
+    protocol.data_received(ask("/api/protected/me", cookie()))
+    await settle()
+    assert wire.data == b""
+    protocol.resume_writing()
+    await settle(lambda: wire.data)
+    assert [r[0] for r in responses(wire.data)] == [200]
+
+
+async def test_an_idle_connection_is_closed_after_the_keep_alive_timeout(tmp_path: Path) -> None:
+    """timeout_keep_alive after the last answer, and not before: a request in
+    between moves the deadline."""
+    app = server(tmp_path)
+    protocol, wire = connect(app, timeout_keep_alive=0.3)
+    loop = asyncio.get_running_loop()
+    protocol.data_received(ask("/public/x"))
+    await asyncio.sleep(0.2)
+    last = loop.time()
+    protocol.data_received(ask("/public/x"))
+    await asyncio.sleep(0.2)  # past the first answer's deadline, not the second's
+    assert not wire.closed
+    await settle(lambda: wire.closed)
+    assert loop.time() - last >= 0.3
+    assert [r[0] for r in responses(wire.data)] == [200, 200]
+
+
+async def test_a_connection_waiting_for_its_answer_is_not_timed_out(tmp_path: Path) -> None:
+    """The keep-alive clock does not run while a decision is pending."""
+    app = server(tmp_path)
+    engine: WaitingEngine = app.engine  # type: ignore[assignment]
+    protocol, wire = connect(app, timeout_keep_alive=0.1)
+    protocol.data_received(ask("/public/x"))
+    engine.go.clear()
+    protocol.data_received(ask("/public/x"))
+    await asyncio.sleep(0.3)
+    assert not wire.closed
+    engine.go.set()
+    await settle(lambda: wire.closed)
+    assert [r[0] for r in responses(wire.data)] == [200, 200]
