@@ -21,6 +21,7 @@ from edgeauth.server import EdgeHttpProtocol, EdgeServer, HeadLimits, _Config
 
 from .gateway_fixtures import forward_auth_policy
 from .helpers import session_token, write_policy
+from .redis_server import RedisServer, redis_server  # noqa: F401
 
 GATEWAY = ("127.0.0.1", 40000)
 POLL = 5.0  # seconds: the bound on every wait below
@@ -60,24 +61,36 @@ class Wire(asyncio.Transport):
 
 
 class WaitingEngine(Engine):
-    """An engine whose decisions wait until ``go`` is set, and that counts them."""
+    """An engine whose decisions wait until ``go`` is set (only those for a
+    path in ``held``, when it is not empty), and that counts them."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.go = asyncio.Event()
         self.go.set()
+        self.held: set[bytes] = set()
         self.decided = 0
+        self.broken = False
 
     async def evaluate(self, view: RequestView) -> Outcome:
         self.decided += 1
-        if not self.go.is_set():
+        if self.broken:
+            raise RuntimeError("a bug")
+        if not self.go.is_set() and (not self.held or view.raw_path in self.held):
             await self.go.wait()
         return await super().evaluate(view)
 
 
-def server(folder: Path, dialect: str = "nginx") -> EdgeServer:
-    policy = load_policy(write_policy(folder, forward_auth_policy(dialect)))
+def server(folder: Path, dialect: str = "nginx", state: str = "") -> EdgeServer:
+    policy = load_policy(write_policy(folder, state + forward_auth_policy(dialect)))
     return EdgeServer(policy, engine=WaitingEngine(policy))
+
+
+async def feed(protocol: Any, data: bytes) -> None:
+    """Hand ``data`` to the protocol as the event loop does: from a callback,
+    outside any task; returns once it has been handled."""
+    asyncio.get_running_loop().call_soon(protocol.data_received, data)
+    await asyncio.sleep(0)
 
 
 def connect(app: EdgeServer, protocol: type = EdgeHttpProtocol, **config: Any) -> tuple[Any, Wire]:
@@ -157,7 +170,7 @@ def same_but_ids(data: bytes | bytearray) -> bytes:
     return re.sub(rb"(x-request-id: |\"request_id\":\")[0-9a-f]{16}", rb"\1<id>", bytes(data))
 
 
-CASES = {
+CASES: dict[str, bytes] = {
     "allowed": ask("/api/protected/me", cookie()),
     "anonymous allow": ask("/public/x", "X-User-Id: mallory"),
     "missing credentials": ask("/api/protected/me"),
@@ -172,6 +185,7 @@ CASES = {
     ),
     "HTTP/1.0": ask("/api/protected/me", cookie(), version="1.0"),
     "connection close": ask("/api/protected/me", cookie(), "Connection: close"),
+    "a bug in the decision": ask("/api/protected/me", cookie()),
 }
 
 
@@ -180,11 +194,12 @@ async def test_the_lane_answers_as_the_asgi_path_does(tmp_path: Path, case: str)
     """Same status, headers and body as uvicorn's own protocol running the app,
     written before the call returns, without a task."""
     app = server(tmp_path)
+    app.engine.broken = case == "a bug in the decision"  # type: ignore[attr-defined]
     lane, lane_wire = connect(app)
-    lane.data_received(CASES[case])
+    await feed(lane, CASES[case])
     assert lane_wire.data and not lane.tasks  # answered in the call, by the lane
     asgi, asgi_wire = connect(app, HttpToolsProtocol)
-    asgi.data_received(CASES[case])
+    await feed(asgi, CASES[case])
     await settle(lambda: asgi_wire.data)
     await settle()
     assert same_but_ids(lane_wire.data) == same_but_ids(asgi_wire.data)
@@ -197,7 +212,7 @@ async def test_envoy_paths_below_the_prefix_take_the_lane(tmp_path: Path) -> Non
     app = server(tmp_path, "envoy")
     lane, wire = connect(app)
     request = b"GET /_edgeauth/auth/api/protected/me HTTP/1.1\r\nHost: app.example\r\n"
-    lane.data_received(request + cookie().encode() + b"\r\n\r\n")
+    await feed(lane, request + cookie().encode() + b"\r\n\r\n")
     [(status, headers, _)] = responses(wire.data)
     assert (status, headers["x-user-id"]) == (200, ["alice"])
     assert not lane.tasks
@@ -209,11 +224,12 @@ async def test_pipelined_answers_keep_their_order(tmp_path: Path) -> None:
     app = server(tmp_path)
     protocol, wire = connect(app)
     other = head_request("/elsewhere")
-    protocol.data_received(ask("/api/protected/me", cookie()) + other + ask("/api/protected/me"))
+    await feed(protocol, ask("/api/protected/me", cookie()) + other + ask("/api/protected/me"))
     await settle(lambda: len(responses(wire.data)) == 3)
     statuses = [r[0] for r in responses(wire.data)]
     assert statuses == [200, 404, 401]
     assert app.engine.decided == 2  # type: ignore[attr-defined]
+    assert protocol.server_state.total_requests == 3
 
 
 async def test_a_decision_that_waits_holds_later_requests_back(tmp_path: Path) -> None:
@@ -223,7 +239,7 @@ async def test_a_decision_that_waits_holds_later_requests_back(tmp_path: Path) -
     engine: WaitingEngine = app.engine  # type: ignore[assignment]
     engine.go.clear()
     protocol, wire = connect(app)
-    protocol.data_received(ask("/api/protected/me", cookie()) + ask("/api/protected/me"))
+    await feed(protocol, ask("/api/protected/me", cookie()) + ask("/api/protected/me"))
     await settle()
     assert wire.data == b"" and engine.decided == 1
     assert wire.paused  # the second request waits in uvicorn's pipeline
@@ -245,7 +261,7 @@ async def test_a_connection_closed_by_its_answer_reads_nothing_more(
     app = server(tmp_path)
     protocol, wire = connect(app)
     first = ask("/public/x", f"Connection: {connection}", version=version)
-    protocol.data_received(first + ask("/api/protected/me"))
+    await feed(protocol, first + ask("/api/protected/me"))
     await settle()
     [(status, headers, _)] = responses(wire.data)
     assert status == 200 and headers["connection"] == ["close"]
@@ -258,7 +274,7 @@ async def test_a_request_with_a_body_takes_uvicorns_way(tmp_path: Path) -> None:
     app = server(tmp_path)
     protocol, wire = connect(app)
     request = ask("/api/protected/me", cookie(), "Content-Length: 2")
-    protocol.data_received(request + b"ok")
+    await feed(protocol, request + b"ok")
     assert protocol.tasks and not wire.data
     await settle(lambda: wire.data)
     [(status, headers, _)] = responses(wire.data)
@@ -271,7 +287,7 @@ async def test_a_client_that_does_not_read_gets_no_answer_until_it_does(tmp_path
     app = server(tmp_path)
     protocol, wire = connect(app)
     protocol.pause_writing()
-    protocol.data_received(ask("/api/protected/me", cookie()))
+    await feed(protocol, ask("/api/protected/me", cookie()))
     await settle()
     assert wire.data == b""
     protocol.resume_writing()
@@ -285,10 +301,10 @@ async def test_an_idle_connection_is_closed_after_the_keep_alive_timeout(tmp_pat
     app = server(tmp_path)
     protocol, wire = connect(app, timeout_keep_alive=0.3)
     loop = asyncio.get_running_loop()
-    protocol.data_received(ask("/public/x"))
+    await feed(protocol, ask("/public/x"))
     await asyncio.sleep(0.2)
     last = loop.time()
-    protocol.data_received(ask("/public/x"))
+    await feed(protocol, ask("/public/x"))
     await asyncio.sleep(0.2)  # past the first answer's deadline, not the second's
     assert not wire.closed
     await settle(lambda: wire.closed)
@@ -301,11 +317,84 @@ async def test_a_connection_waiting_for_its_answer_is_not_timed_out(tmp_path: Pa
     app = server(tmp_path)
     engine: WaitingEngine = app.engine  # type: ignore[assignment]
     protocol, wire = connect(app, timeout_keep_alive=0.1)
-    protocol.data_received(ask("/public/x"))
+    await feed(protocol, ask("/public/x"))
     engine.go.clear()
-    protocol.data_received(ask("/public/x"))
+    await feed(protocol, ask("/public/x"))
     await asyncio.sleep(0.3)
     assert not wire.closed
     engine.go.set()
     await settle(lambda: wire.closed)
     assert [r[0] for r in responses(wire.data)] == [200, 200]
+
+
+async def test_a_busy_connection_outlives_an_answer_given_in_the_same_read(
+    tmp_path: Path,
+) -> None:
+    """An answer given while a read is parsed, then a slower decision in the same
+    read: the keep-alive clock does not run while the second is pending."""
+    app = server(tmp_path)
+    engine: WaitingEngine = app.engine  # type: ignore[assignment]
+    engine.held = {b"/api/protected/me"}
+    engine.go.clear()
+    protocol, wire = connect(app, timeout_keep_alive=0.1)
+    await feed(protocol, ask("/public/x") + ask("/api/protected/me", cookie()))
+    assert [r[0] for r in responses(wire.data)] == [200]
+    await asyncio.sleep(0.3)
+    assert not wire.closed
+    engine.go.set()
+    await settle(lambda: len(responses(wire.data)) == 2)
+    assert [r[0] for r in responses(wire.data)] == [200, 200]
+
+
+async def test_bytes_that_begin_no_request_do_not_keep_a_connection_open(
+    tmp_path: Path,
+) -> None:
+    """A bare CRLF after an answer begins no request: the idle connection is
+    still closed at the keep-alive timeout."""
+    app = server(tmp_path)
+    protocol, wire = connect(app, timeout_keep_alive=0.2)
+    await feed(protocol, ask("/public/x"))
+    await asyncio.sleep(0.1)
+    await feed(protocol, b"\r\n")
+    await settle(lambda: wire.closed)
+    assert [r[0] for r in responses(wire.data)] == [200]
+
+
+async def test_shutdown_lets_a_pending_decision_answer_then_closes(tmp_path: Path) -> None:
+    """A graceful shutdown while a decision waits: it is answered, with
+    "connection: close", and the connection ends."""
+    app = server(tmp_path)
+    engine: WaitingEngine = app.engine  # type: ignore[assignment]
+    engine.go.clear()
+    protocol, wire = connect(app)
+    await feed(protocol, ask("/api/protected/me", cookie()))
+    protocol.shutdown()
+    assert not wire.closed
+    engine.go.set()
+    await settle(lambda: wire.closed)
+    [(status, headers, _)] = responses(wire.data)
+    assert (status, headers["connection"]) == (200, ["close"])
+
+
+async def test_decisions_that_use_redis_move_into_a_task(
+    tmp_path: Path,
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    """State in Redis (the revocation list, rate limits): the lane's decision
+    moves into a task before its first Redis call, and the limits hold."""
+    state = (
+        f'[state]\nredis_url = "{redis_server.url}"\n\n'
+        '[[rules]]\nid = "limited"\nmatch = "/limited"\npublic = true\n'
+        'rate_limit = "2/hour per ip"\n\n'
+    )
+    app = server(tmp_path, state=state)
+    protocol, wire = connect(app)
+    for uri in ("/api/protected/me", "/limited", "/limited", "/limited"):
+        await feed(protocol, ask(uri, cookie()))
+        await settle(lambda: wire.data.count(b"HTTP/1.1 ") == app.engine.decided)  # type: ignore[attr-defined]
+    answers = [(r[0], r[1].get("x-edgeauth-status")) for r in responses(wire.data)]
+    try:
+        assert answers == [(200, None), (200, None), (200, None), (401, ["429"])]
+        assert not protocol.tasks and not wire.closed
+    finally:
+        await app.aclose()

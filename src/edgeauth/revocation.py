@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from .errors import AuthUnavailable, StoreUnavailable
 from .model import Identity
-from .state import RedisConnector
+from .state import RedisConnector, in_task
 
 if TYPE_CHECKING:
     from .policy import Policy
@@ -403,6 +403,7 @@ class RedisRevocations:
         poller = self._poller()
         if self._fresh is None:
             # Before the first load: wait for it, bounded by the store timeouts.
+            await in_task()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(poller.first.wait(), 2 * self._connector.timeout + 0.5)
         if self._fresh is None or self._monotonic() - self._fresh > self._max_staleness:

@@ -135,6 +135,11 @@ class _Resumed:
 
 
 _NOTHING: Any = object()
+_INTERNAL_ERROR: Rendered = (
+    500,
+    [(b"content-type", b"text/plain; charset=utf-8")],
+    b"Internal Server Error",
+)
 
 
 class _CoalescingTransport(asyncio.Transport):
@@ -194,7 +199,8 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         # The forward-auth lane (see on_headers_complete): only under
         # `edgeauth serve`'s own app, unwrapped, with nothing uvicorn would add
-        # to the request (a root path) or refuse (a concurrency limit).
+        # to the request (a root path), refuse (a concurrency limit) or isolate
+        # (a fresh context per request).
         app = self.app
         self._lane: EdgeServer | None = None
         self._lane_start = b""
@@ -203,6 +209,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
             and app.forward_auth is not None
             and not self.root_path
             and self.limit_concurrency is None
+            and not self.config.reset_contextvars
         ):
             self._lane = app
             self._lane_start = app.forward_auth_start
@@ -261,6 +268,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
             # exception; send_400_response sends nothing.
             raise _Closed
         super().on_message_begin()
+        self._idle_deadline = None  # a request has begun: not idle
         self._room = self._max_head_bytes
         self._hosts = 0
         if self._head_deadline is None:
@@ -330,6 +338,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if (
             (cycle is not None and not cycle.response_complete)
+            or self.transport.is_closing()
             or self.pipeline
             or self.flow.write_paused
             or self.expect_100_continue
@@ -362,7 +371,12 @@ class EdgeHttpProtocol(HttpToolsProtocol):
     def _lane_answer(self, scope: Scope, keep_alive: bool) -> None:
         """Answer a request the lane took: at once when the decision needs no
         waiting (a cached token, in-memory limits), else from a task with a
-        response cycle of uvicorn's own, which holds later requests back."""
+        response cycle of uvicorn's own, which holds later requests back.
+
+        The decision starts outside any task. Code that needs one (Redis calls
+        under ``asyncio.timeout``, the first revocation load) awaits
+        :func:`edgeauth.state.in_task` first, which moves the decision into its
+        task before anything else happens."""
         server = self._lane
         assert server is not None and server.forward_auth is not None
         answer = server.forward_auth.answer(scope)
@@ -372,9 +386,10 @@ class EdgeHttpProtocol(HttpToolsProtocol):
             self._lane_write(done.value, scope["method"], keep_alive)
             return
         except Exception:
-            log.exception("forward-auth request failed")
-            denial = Denial(new_request_id(), Code.INTERNAL_ERROR)
-            self._lane_write(render_denial(denial, "GET"), scope["method"], keep_alive)
+            # answer() catches what the decision raises; this is a bug. Answered
+            # as uvicorn answers an app that raises before its response.
+            self.logger.error("Exception in ASGI application\n", exc_info=True)
+            self._lane_write(_INTERNAL_ERROR, scope["method"], keep_alive=False)
             return
         cycle = RequestResponseCycle(
             scope=scope,  # type: ignore[arg-type]
@@ -396,7 +411,12 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         async def respond(scope: Scope, receive: Receive, send: Send) -> None:
             await send_rendered(scope, send, await resumed)
 
-        self._start_asgi_task(cycle, respond)  # type: ignore[arg-type]
+        task = self.loop.create_task(cycle.run_asgi(respond))  # type: ignore[arg-type]
+        task.add_done_callback(self.tasks.discard)
+        # A task cancelled before its first step never runs ``respond``: the
+        # decision is closed here all the same, its finally blocks run at once.
+        task.add_done_callback(lambda _: answer.close())
+        self.tasks.add(task)
 
     def _lane_write(self, rendered: Rendered, method: str, keep_alive: bool) -> None:
         """Write an answer as uvicorn's response cycle would: its headers (all
@@ -422,14 +442,17 @@ class EdgeHttpProtocol(HttpToolsProtocol):
 
     # The keep-alive timeout: uvicorn arms a timer after every response and
     # cancels it on the next read. Here one timer per connection is moved
-    # lazily, like the head timer: a read only clears the deadline.
+    # lazily, like the head timer. The connection is idle from a response that
+    # leaves nothing in flight until the next request begins; bytes that begin
+    # none (a bare CRLF) do not make it busy.
 
     def _unset_keepalive_if_required(self) -> None:
-        self._idle_deadline = None
+        pass  # see on_message_begin and on_response_complete
 
     def on_response_complete(self) -> None:
         """uvicorn 0.54's, with the lazy keep-alive timer: start the next
-        pipelined request, else wait ``timeout_keep_alive`` for one."""
+        pipelined request, else wait ``timeout_keep_alive`` for one (unless
+        one has begun to arrive: the head timeout is its clock)."""
         self._writer.next_response()
         self.server_state.total_requests += 1
         if self.transport.is_closing():
@@ -439,6 +462,8 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         if self.pipeline:
             cycle, app = self.pipeline.pop()
             self._start_asgi_task(cycle, app)
+            return
+        if self._head_deadline is not None:
             return
         self._idle_deadline = deadline = self.loop.time() + self.timeout_keep_alive
         if self._idle_timer is None:

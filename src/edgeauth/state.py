@@ -245,6 +245,7 @@ class RedisConnector:
 
         if not probe and not self.health.usable():
             raise StoreUnavailable("state store unavailable")
+        await in_task()
         try:
             async with asyncio.timeout(self.timeout):
                 result = await operation(self._current())
@@ -279,6 +280,15 @@ class RedisConnector:
                 future = asyncio.run_coroutine_threadsafe(entry.aclose(), loop)
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(asyncio.wrap_future(future), self.timeout + 1)
+
+
+async def in_task() -> None:
+    """Make sure the caller runs in an asyncio task, as ``asyncio.timeout`` (and,
+    from Python 3.12, ``asyncio.wait_for``) need. ``edgeauth serve`` starts
+    forward-auth decisions outside any task (see :mod:`edgeauth.server`); one
+    that gets here moves into its task at this first wait."""
+    if asyncio.current_task() is None:
+        await asyncio.sleep(0)
 
 
 def _open(target: RedisTarget, timeout: float) -> _LoopClient:
