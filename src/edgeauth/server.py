@@ -135,6 +135,18 @@ class _Resumed:
 
 
 _NOTHING: Any = object()
+_STATUS = {status: line[:-2] for status, line in STATUS_LINE.items()}  # without CRLF
+_FIELD = b": ".join  # a (name, value) header as its line, without CRLF
+_LENGTHS: dict[int, bytes] = {}
+
+
+def _length_line(length: int) -> bytes:
+    line = b"content-length: %d" % length
+    if length < 4096:  # the lengths of edgeauth's own answers: few, short
+        _LENGTHS[length] = line
+    return line
+
+
 _INTERNAL_ERROR: Rendered = (
     500,
     [(b"content-type", b"text/plain; charset=utf-8")],
@@ -155,18 +167,19 @@ class _CoalescingTransport(asyncio.Transport):
         self._loop = loop
         self.held: bytes | None = None
         """The head of the response being written, until its first body part."""
-        self._fresh = True  # the next write starts a response
+        self.fresh = True
+        """Whether the next write starts a response."""
 
     def next_response(self) -> None:
-        self._fresh = True
+        self.fresh = True
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         held = self.held
         if held is not None:
             self.held = None
             self._transport.writelines((held, data))
-        elif self._fresh:
-            self._fresh = False
+        elif self.fresh:
+            self.fresh = False
             self.held = bytes(data)
             self._loop.call_soon(self.flush)
         else:
@@ -245,6 +258,10 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         self._head_timer = self._idle_timer = None
         super().connection_lost(exc)
 
+    # data_received and on_message_begin run for every read and every request:
+    # they do uvicorn 0.54's work themselves rather than call it, one Python
+    # call instead of two or three. tests/test_server.py compares the scopes.
+
     def data_received(self, data: bytes) -> None:
         if self.transport.is_closing():
             return
@@ -252,7 +269,20 @@ class EdgeHttpProtocol(HttpToolsProtocol):
             self._writer.flush()  # before a 400 or an upgrade answered from here
         if self._in_head:
             self._pending += len(data)
-        super().data_received(data)
+        # uvicorn's data_received, but for the keep-alive timer (see
+        # on_message_begin and on_response_complete).
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            msg = "Invalid HTTP request received."
+            self.logger.warning(msg)
+            self.send_400_response(msg)
+            return
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
         # A head still incomplete after this many bytes is too large, whatever
         # the parser buffers internally (one header can arrive in many reads).
         too_large = self._in_head and self._pending > self._max_head_bytes
@@ -267,7 +297,21 @@ class EdgeHttpProtocol(HttpToolsProtocol):
             # uvicorn does not keep): never read. The parser reports the
             # exception; send_400_response sends nothing.
             raise _Closed
-        super().on_message_begin()
+        self.url = b""
+        self.expect_100_continue = False
+        headers: list[tuple[bytes, bytes]] = []
+        self.headers = headers
+        self.scope = {  # type: ignore[typeddict-item]
+            "type": "http",
+            "asgi": {"version": self.asgi_version, "spec_version": "2.3"},
+            "http_version": "1.1",
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,  # type: ignore[typeddict-item]
+            "root_path": self.root_path,
+            "headers": headers,
+            "state": self.app_state.copy(),
+        }
         self._idle_deadline = None  # a request has begun: not idle
         self._room = self._max_head_bytes
         self._hosts = 0
@@ -424,17 +468,22 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         characters, values from the policy), Content-Length, and
         "connection: close" when the connection ends with it."""
         status, headers, body = rendered
-        content = [STATUS_LINE[status]]
-        for name, value in (*self.server_state.default_headers, *headers):
-            content += (name, b": ", value, b"\r\n")
-        content.append(b"content-length: %d\r\n" % len(body))
+        length = len(body)
+        lines = [
+            _STATUS[status],
+            *map(_FIELD, self.server_state.default_headers),
+            *map(_FIELD, headers),
+            _LENGTHS.get(length) or _length_line(length),
+        ]
         if not keep_alive:
-            content.append(b"connection: close\r\n")
-        content.append(b"\r\n")
-        if method != "HEAD":
-            content.append(body)
-        self._writer.flush()  # nothing is held here; kept for the order of bytes
-        self.transport.write(b"".join(content))
+            lines.append(b"connection: close")
+        lines += (b"", b"")  # the head ends with an empty line
+        data = b"\r\n".join(lines)
+        if body and method != "HEAD":
+            data += body
+        if self._writer.held is not None:
+            self._writer.flush()  # nothing is held here; kept for the order of bytes
+        self.transport.write(data)
         if not keep_alive:
             self._lane_closed = True
             self.transport.close()
@@ -453,12 +502,13 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         """uvicorn 0.54's, with the lazy keep-alive timer: start the next
         pipelined request, else wait ``timeout_keep_alive`` for one (unless
         one has begun to arrive: the head timeout is its clock)."""
-        self._writer.next_response()
+        self._writer.fresh = True  # the next write starts a response
         self.server_state.total_requests += 1
         if self.transport.is_closing():
             return
         self._idle_deadline = None
-        self.flow.resume_reading()
+        if self.flow.read_paused:
+            self.flow.resume_reading()
         if self.pipeline:
             cycle, app = self.pipeline.pop()
             self._start_asgi_task(cycle, app)
