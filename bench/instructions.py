@@ -17,15 +17,25 @@ cookie). It takes a minute or two: valgrind runs the interpreter about 50
 times slower. ``--compare PATH`` counts the ``edgeauth`` package under PATH (a
 ``src`` folder, e.g. of a ``git worktree`` of another commit) in the same way,
 next to the working tree's.
+
+``--servers`` counts whole server processes instead, sockets and event loop
+included (the kernel's part is not in any count): the raw app under uvicorn
+(uvloop, httptools), and ``edgeauth serve`` answering forward-auth requests
+with a cached cookie, each sent ``--requests`` requests over four keep-alive
+connections after a warm-up, with callgrind counting only while they are
+answered. This is the path the decision endpoint's benchmark target is about.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -62,6 +72,11 @@ def main() -> int:
     parser.add_argument(
         "--compare", help="a src folder holding another edgeauth to count alongside"
     )
+    parser.add_argument(
+        "--servers",
+        action="store_true",
+        help="count whole server processes (raw app, edgeauth serve forward-auth) instead",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     scenarios = list(args.scenarios) or list(SCENARIOS)
@@ -82,6 +97,8 @@ def main() -> int:
     builds = [("work", str(ROOT / "src"))]
     if args.compare:
         builds.insert(0, ("compare", str(Path(args.compare).resolve())))
+    if args.servers:
+        return _count_servers(builds, args.requests)
     print("instructions per request")
     print(f"{'scenario':14} {'build':8} {'raw app':>9} {'guarded':>9} {'added':>9}")
     for label, src in builds:
@@ -215,6 +232,137 @@ def _child(src: str, scenarios: list[str], requests: int) -> None:
             want = expected.get(name, 200) if label == "guarded" else 200
             assert set(statuses) == {want}, (name, label, set(statuses))
     print("LOOPS " + " ".join(loops), flush=True)
+
+
+def _count_servers(builds: list[tuple[str, str]], requests: int) -> int:
+    """Whole processes under callgrind, counting only while requests are answered."""
+    if shutil.which("callgrind_control") is None:
+        print("bench: callgrind_control (valgrind) is missing", file=sys.stderr)
+        return 2
+    sys.path.insert(0, str(ROOT))
+    import jwt
+    from bench.run import AUDIENCE, ISSUER, SECRET, free_port, write_policy
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    now = int(time.time())
+    claims = {"sub": "alice", "role": ["user"], "iss": ISSUER, "aud": AUDIENCE, "exp": now + 7200}
+    cookie = "session=" + jwt.encode({**claims, "iat": now}, SECRET, algorithm="HS256")
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    python = str(ROOT / ".venv" / "bin" / "python")
+    print("instructions per request, whole server process (kernel not counted)")
+    print(f"{'server':30} {'build':8} {'instructions':>12}")
+    with tempfile.TemporaryDirectory(prefix="edgeauth-ir-servers-") as tmp:
+        work = Path(tmp)
+        port = free_port()
+        uvicorn = [python, "-m", "uvicorn", "bench.apps:raw_app", "--port", str(port),
+                   "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+                   "--log-level", "warning"]  # fmt: skip
+        env = {"PYTHONPATH": str(ROOT)}
+        count = _count_server(work, port, uvicorn, env, "/api/session/x", [], requests, cookie)
+        print(f"{'raw app (uvicorn)':30} {'-':8} {count:12,}")
+        asked = ["X-Original-URI: /api/session/x", "X-Original-Method: GET"]
+        for label, src in builds:
+            port = free_port()
+            listen = f"127.0.0.1:{port}"
+            policy = write_policy(work, pem, upstream="http://127.0.0.1:9", listen=listen)
+            serve = [python, "-c", "from edgeauth.cli import main; main()",
+                     "serve", "--config", str(policy)]  # fmt: skip
+            env = {"PYTHONPATH": src}
+            count = _count_server(
+                work, port, serve, env, "/_edgeauth/auth", asked, requests, cookie
+            )
+            print(f"{'serve, forward-auth, cached':30} {label:8} {count:12,}")
+    return 0
+
+
+def _count_server(
+    work: Path,
+    port: int,
+    argv: list[str],
+    env: dict[str, str],
+    path: str,
+    headers: list[str],
+    requests: int,
+    cookie: str,
+) -> int:
+    """Instructions per request of the server ``argv`` listening on ``port``."""
+    from bench.run import wait_for_port
+
+    out = work / f"callgrind.{port}"
+    valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no"]
+    proc = subprocess.Popen(  # noqa: S603
+        [*valgrind, f"--callgrind-out-file={out}", *argv],
+        env={**os.environ, **env},
+        cwd=work,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, proc, timeout=300)
+        lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", *headers, f"Cookie: {cookie}"]
+        request = ("\r\n".join(lines) + "\r\n\r\n").encode()
+        with contextlib.ExitStack() as stack:
+            connections = [
+                stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=60))
+                for _ in range(4)
+            ]
+            _exchange(connections, request, 200)  # warm-up: memos, token cache
+            _instrument(proc.pid, "on")
+            _exchange(connections, request, requests)
+            _instrument(proc.pid, "off")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+    # With instrumentation switched on and off by hand, callgrind's summary line
+    # can read 0: the totals line holds the count.
+    dumps = list(work.glob(f"callgrind.{port}*"))
+    total = sum(
+        max(
+            int(line.split()[1])
+            for line in dump.read_text().splitlines()
+            if line.startswith(("summary:", "totals:"))
+        )
+        for dump in dumps
+    )
+    for dump in dumps:
+        dump.unlink()
+    return round(total / requests)
+
+
+def _instrument(pid: int, state: str) -> None:
+    control = ["callgrind_control", "--instr", state, str(pid)]
+    subprocess.run(control, check=True, capture_output=True, timeout=120)  # noqa: S603
+
+
+def _exchange(connections: list[socket.socket], request: bytes, count: int) -> None:
+    """``count`` requests, in turn over ``connections``, each answered 200 before the next."""
+    for i in range(count):
+        connection = connections[i % len(connections)]
+        connection.sendall(request)
+        received = b""
+        while b"\r\n\r\n" not in received:
+            chunk = connection.recv(65536)
+            if not chunk:
+                raise SystemExit("bench: the server closed the connection")
+            received += chunk
+        head, _, body = received.partition(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 200 "):
+            raise SystemExit(f"bench: unexpected answer {head[:60]!r}")
+        length = re.search(rb"(?im)^content-length: *(\d+)", head)
+        remaining = (int(length[1]) if length else 0) - len(body)
+        while remaining > 0:
+            chunk = connection.recv(65536)
+            if not chunk:
+                raise SystemExit("bench: the server closed the connection")
+            remaining -= len(chunk)
 
 
 def _scope(path: str, headers: list[tuple[bytes, bytes]] | None = None) -> dict[str, Any]:
