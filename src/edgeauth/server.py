@@ -274,6 +274,8 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
+            if self._lane_closed:
+                return  # a request after the connection's last answer (on_message_begin)
             msg = "Invalid HTTP request received."
             self.logger.warning(msg)
             self.send_400_response(msg)
@@ -294,8 +296,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         if self._lane_closed:
             # Pipelined after a request the lane answered with "connection:
             # close" that llhttp still keeps open (HTTP/1.0 keep-alive, which
-            # uvicorn does not keep): never read. The parser reports the
-            # exception; send_400_response sends nothing.
+            # uvicorn does not keep): never read, and not logged as invalid.
             raise _Closed
         self.url = b""
         self.expect_100_continue = False
@@ -549,8 +550,6 @@ class EdgeHttpProtocol(HttpToolsProtocol):
 
     def send_400_response(self, msg: str) -> None:
         """Answer a request the parser refused, as JSON, and close the connection."""
-        if self._lane_closed:
-            return  # the connection ended with the answer before
         self._writer.flush()
         code = Code.HEADERS_TOO_LARGE if self._too_large else Code.BAD_REQUEST
         status, headers, body = render_denial(Denial(new_request_id(), code), "GET")
