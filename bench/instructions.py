@@ -290,7 +290,7 @@ def _count_server(
     cookie: str,
 ) -> int:
     """Instructions per request of the server ``argv`` listening on ``port``."""
-    from bench.run import wait_for_port
+    from bench.run import stop, wait_for_port
 
     out = work / f"callgrind.{port}"
     valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no"]
@@ -315,12 +315,7 @@ def _count_server(
             _exchange(connections, request, requests)
             _instrument(proc.pid, "off")
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=30)
+        stop(proc, signal.SIGINT, timeout=120)  # callgrind writes its counts on the way out
     # With instrumentation switched on and off by hand, callgrind's summary line
     # can read 0: the totals line holds the count.
     dumps = list(work.glob(f"callgrind.{port}*"))

@@ -405,6 +405,7 @@ async def test_decisions_that_use_redis_move_into_a_task(
     answers = [(r[0], r[1].get("x-edgeauth-status")) for r in responses(wire.data)]
     try:
         assert answers == [(200, None), (200, None), (200, None), (401, ["429"])]
-        assert not protocol.tasks and not wire.closed
+        await settle(lambda: not protocol.tasks)  # each decision's task ended
+        assert not wire.closed
     finally:
         await app.aclose()

@@ -32,7 +32,7 @@ import logging
 import signal
 import socket
 import sys
-from collections.abc import Coroutine, Generator, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +93,43 @@ class _HeadTooLarge(Exception):
 
 class _BadHost(Exception):
     """A head refused with 400: a missing or repeated Host, a fragment."""
+
+
+class _Deadline:
+    """A deadline that moves often, kept with one timer: moving it or clearing
+    it only records the time; a timer that fires before the deadline sets
+    itself again for it, and ``expired`` is called once it has passed."""
+
+    __slots__ = ("_expired", "_loop", "_timer", "at")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, expired: Callable[[], None]) -> None:
+        self._loop = loop
+        self._expired = expired
+        self._timer: asyncio.TimerHandle | None = None
+        self.at: float | None = None
+        """The deadline (event-loop time), or None when none runs."""
+
+    def start(self, seconds: float) -> None:
+        self.at = at = self._loop.time() + seconds
+        if self._timer is None:
+            self._timer = self._loop.call_at(at, self._fire, at)
+
+    def cancel(self) -> None:
+        self.at = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _fire(self, armed_for: float) -> None:
+        self._timer = None
+        at = self.at
+        if at is None:
+            return  # cleared since: the next start sets a timer again
+        if at > armed_for:
+            self._timer = self._loop.call_at(at, self._fire, at)
+            return
+        self.at = None
+        self._expired()
 
 
 class _Closed(Exception):
@@ -232,12 +269,11 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         self.limits = config.limits if isinstance(config, _Config) else HeadLimits()
         self._max_head_bytes = self.limits.max_head_bytes
         self._max_headers = self.limits.max_headers
-        # One timer per connection, moved lazily: a head that completes in time
-        # only clears the deadline, so keep-alive requests arm no timer each.
-        self._head_timer: asyncio.TimerHandle | None = None
-        self._head_deadline: float | None = None
-        self._idle_timer: asyncio.TimerHandle | None = None
-        self._idle_deadline: float | None = None
+        # The head timeout and the keep-alive timeout, one timer each per
+        # connection: a head that completes in time, or a request that begins,
+        # only clears its deadline, so keep-alive requests arm no timer each.
+        self._head_deadline = _Deadline(self.loop, self._head_timed_out)
+        self._idle_deadline = _Deadline(self.loop, self.timeout_keep_alive_handler)
         self._writer: _CoalescingTransport  # from connection_made
         self._in_head = True
         self._pending = 0  # bytes received while the head is incomplete
@@ -248,14 +284,11 @@ class EdgeHttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._writer = _CoalescingTransport(transport, self.loop)
-        self._start_head_clock()
+        self._head_deadline.start(self.limits.head_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._head_deadline = self._idle_deadline = None
-        for timer in (self._head_timer, self._idle_timer):
-            if timer is not None:
-                timer.cancel()
-        self._head_timer = self._idle_timer = None
+        self._head_deadline.cancel()
+        self._idle_deadline.cancel()
         super().connection_lost(exc)
 
     # data_received and on_message_begin run for every read and every request:
@@ -313,11 +346,11 @@ class EdgeHttpProtocol(HttpToolsProtocol):
             "headers": headers,
             "state": self.app_state.copy(),
         }
-        self._idle_deadline = None  # a request has begun: not idle
+        self._idle_deadline.at = None  # a request has begun: not idle
         self._room = self._max_head_bytes
         self._hosts = 0
-        if self._head_deadline is None:
-            self._start_head_clock()
+        if self._head_deadline.at is None:
+            self._head_deadline.start(self.limits.head_timeout)
 
     # on_url and on_header run for every part of every head: they do uvicorn's
     # work themselves (uvicorn 0.54: append to url, lower-case and keep the
@@ -352,7 +385,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        self._head_deadline = None
+        self._head_deadline.at = None
         self._in_head = False
         self._pending = 0
         # RFC 9112 §3.2: a request without Host (HTTP/1.1) or with more than one
@@ -507,28 +540,15 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         self.server_state.total_requests += 1
         if self.transport.is_closing():
             return
-        self._idle_deadline = None
+        self._idle_deadline.at = None
         if self.flow.read_paused:
             self.flow.resume_reading()
         if self.pipeline:
             cycle, app = self.pipeline.pop()
             self._start_asgi_task(cycle, app)
             return
-        if self._head_deadline is not None:
-            return
-        self._idle_deadline = deadline = self.loop.time() + self.timeout_keep_alive
-        if self._idle_timer is None:
-            self._idle_timer = self.loop.call_at(deadline, self._idle_timed_out, deadline)
-
-    def _idle_timed_out(self, armed_for: float) -> None:
-        self._idle_timer = None
-        deadline = self._idle_deadline
-        if deadline is None:
-            return  # busy since: the next response sets the clock again
-        if deadline > armed_for:
-            self._idle_timer = self.loop.call_at(deadline, self._idle_timed_out, deadline)
-            return
-        self.timeout_keep_alive_handler()
+        if self._head_deadline.at is None:
+            self._idle_deadline.start(self.timeout_keep_alive)
 
     def shutdown(self) -> None:
         self._writer.flush()
@@ -564,24 +584,11 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         self.transport.write(b"".join(content))
         self.transport.close()
 
-    def _start_head_clock(self) -> None:
-        self._head_deadline = deadline = self.loop.time() + self.limits.head_timeout
-        if self._head_timer is None:
-            self._head_timer = self.loop.call_at(deadline, self._head_timed_out, deadline)
-
-    def _head_timed_out(self, armed_for: float) -> None:
-        self._head_timer = None
-        deadline = self._head_deadline
-        if deadline is None:
-            return  # no head on its way: the next one starts the clock again
-        if deadline > armed_for:
-            # The head in progress started after the one this timer was set for.
-            self._head_timer = self.loop.call_at(deadline, self._head_timed_out, deadline)
-            return
+    def _head_timed_out(self) -> None:
         if self.cycle is not None and not self.cycle.response_complete:
             # A pipelined head waits while reading is paused for the current
             # response: not the client's slowness.
-            self._start_head_clock()
+            self._head_deadline.start(self.limits.head_timeout)
             return
         if not self.transport.is_closing():
             self._writer.flush()
