@@ -208,7 +208,8 @@ class Engine:
                 method = requested.upper() or method
         try:
             host = _host(view) if self.policy.rules.needs_host else ""
-            (path, raw), rule = self._route(view, method, host)
+            found = self._routes.get((method, host, view.raw_path))  # _route's memo, asked here
+            (path, raw), rule = found if found is not None else self._route(view, method, host)
         except BadRequest as exc:
             trace.reason = str(exc)
             return Denial(rid, Code.BAD_REQUEST)

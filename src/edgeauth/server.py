@@ -253,7 +253,8 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         # (a fresh context per request).
         app = self.app
         self._lane: EdgeServer | None = None
-        self._lane_start = b""
+        self._lane_start = self._lane_path = b""
+        self._lane_prefix: bytes | None = None
         if (
             isinstance(app, EdgeServer)
             and app.forward_auth is not None
@@ -263,6 +264,8 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         ):
             self._lane = app
             self._lane_start = app.forward_auth_start
+            self._lane_path = app.forward_auth_path
+            self._lane_prefix = app.forward_auth_prefix
         self._lane_request: tuple[Scope, bool] | None = None
         self._lane_closed = False
         config = self.config
@@ -431,9 +434,10 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         except httptools.HttpParserInvalidURLError:
             return False  # uvicorn's way refuses it
         path: bytes = parsed.path
-        server = self._lane
-        if server is None or not server.is_forward_auth(path):
-            return False
+        if path != self._lane_path and not (
+            self._lane_prefix is not None and path.startswith(self._lane_prefix)
+        ):
+            return False  # EdgeServer.is_forward_auth, asked here
         version = self.parser.get_http_version()
         scope: Scope = self.scope  # type: ignore[assignment]
         scope["method"] = self.parser.get_method().decode("ascii")
@@ -610,17 +614,19 @@ class EdgeServer:
         self.engine = engine or Engine(policy)
         self.proxy = Proxy(policy, self.engine) if policy.server.upstream else None
         self.forward_auth: ForwardAuthApp | None = None
-        self._forward_auth_path = b""
-        self._forward_auth_prefix: bytes | None = None
+        self.forward_auth_path = b""
+        """The endpoint's raw path (``[forward_auth] path``)."""
+        self.forward_auth_prefix: bytes | None = None
+        """For the ``envoy`` dialect, the prefix of the paths below the endpoint's."""
         self.forward_auth_start = b""
         """What every raw request target for the endpoint starts with."""
         if policy.forward_auth is not None:
             self.forward_auth = _forward_auth_app(policy, self.engine)
-            self._forward_auth_path = policy.forward_auth.path.encode()
-            self.forward_auth_start = self._forward_auth_path.rstrip(b"/")
+            self.forward_auth_path = policy.forward_auth.path.encode()
+            self.forward_auth_start = self.forward_auth_path.rstrip(b"/")
             if policy.forward_auth.dialect == "envoy":
                 # Envoy's ext_authz appends the original path to the prefix.
-                self._forward_auth_prefix = self._forward_auth_path.rstrip(b"/") + b"/"
+                self.forward_auth_prefix = self.forward_auth_path.rstrip(b"/") + b"/"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -638,9 +644,9 @@ class EdgeServer:
 
     def is_forward_auth(self, path: bytes) -> bool:
         """Is ``path`` (raw) the forward-auth endpoint's?"""
-        if path == self._forward_auth_path:
+        if path == self.forward_auth_path:
             return True
-        prefix = self._forward_auth_prefix
+        prefix = self.forward_auth_prefix
         return prefix is not None and path.startswith(prefix)
 
     async def startup(self) -> None:
