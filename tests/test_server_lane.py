@@ -6,6 +6,7 @@ and leave uvicorn's way to everything it does not handle."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 from pathlib import Path
@@ -409,3 +410,27 @@ async def test_decisions_that_use_redis_move_into_a_task(
         assert not wire.closed
     finally:
         await app.aclose()
+
+
+async def test_the_lanes_denials_and_refusals_are_audited(tmp_path: Path) -> None:
+    """A denial decided in the lane and a request refused before the engine both
+    reach the [audit] file, with the original request's client and path, and
+    the credential only as its fingerprint."""
+    app = server(tmp_path, state='[audit]\nfile = "audit.log"\n\n')
+    protocol, wire = connect(app)
+    token = session_token(role=("user",))
+    await feed(protocol, ask("/api/admin/users", f"Cookie: session={token}"))
+    await feed(protocol, ask("/api/protected/me", "X-Forwarded-Uri: /public/x"))
+    await settle()
+    assert [r[1]["x-edgeauth-status"] for r in responses(wire.data)] == [["403"], ["403"]]
+    log = tmp_path / "audit.log"
+    await settle(lambda: log.exists() and log.read_text().count("\n") == 2)
+    denied, refused = (json.loads(line) for line in log.read_text().splitlines())
+    assert (denied["code"], denied["path"], denied["client"]) == (
+        "forbidden",
+        "/api/admin/users",
+        "203.0.113.9",
+    )
+    assert denied["fingerprint"] and token not in log.read_text()
+    assert (refused["code"], refused["client"]) == ("untrusted_peer", "127.0.0.1")
+    await app.aclose()

@@ -173,13 +173,11 @@ class Engine:
             await self._count_failure(view, allow.request_id, allow.rule_id)
 
     def _route(self, view: RequestView, method: str, host: str) -> tuple[_Route, Rule | None]:
-        """The canonical path and the matching rule; memoized (bounded) per
-        (method, host, raw path): both depend on nothing else. BadRequest for
-        an ambiguous path is raised, not memoized."""
+        """The canonical path and the matching rule, remembered (bounded) in
+        ``self._routes`` per (method, host, raw path), which the caller looks in
+        first: both depend on nothing else. BadRequest for an ambiguous path is
+        raised, not remembered."""
         key = (method, host, view.raw_path)
-        found = self._routes.get(key)
-        if found is not None:
-            return found
         path = canonicalize(view.raw_path)
         found = (path, path.raw.encode()), self.policy.rules.match(method, host, path.decoded)
         if len(view.raw_path) + len(method) + len(host) <= _ROUTE_MEMO_KEY_CHARS:
@@ -208,7 +206,7 @@ class Engine:
                 method = requested.upper() or method
         try:
             host = _host(view) if self.policy.rules.needs_host else ""
-            found = self._routes.get((method, host, view.raw_path))  # _route's memo, asked here
+            found = self._routes.get((method, host, view.raw_path))
             (path, raw), rule = found if found is not None else self._route(view, method, host)
         except BadRequest as exc:
             trace.reason = str(exc)

@@ -204,19 +204,18 @@ class _CoalescingTransport(asyncio.Transport):
         self._loop = loop
         self.held: bytes | None = None
         """The head of the response being written, until its first body part."""
-        self.fresh = True
-        """Whether the next write starts a response."""
+        self._fresh = True  # the next write starts a response
 
     def next_response(self) -> None:
-        self.fresh = True
+        self._fresh = True
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         held = self.held
         if held is not None:
             self.held = None
             self._transport.writelines((held, data))
-        elif self.fresh:
-            self.fresh = False
+        elif self._fresh:
+            self._fresh = False
             self.held = bytes(data)
             self._loop.call_soon(self.flush)
         else:
@@ -253,8 +252,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         # (a fresh context per request).
         app = self.app
         self._lane: EdgeServer | None = None
-        self._lane_start = self._lane_path = b""
-        self._lane_prefix: bytes | None = None
+        self._lane_start = b""
         if (
             isinstance(app, EdgeServer)
             and app.forward_auth is not None
@@ -264,8 +262,6 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         ):
             self._lane = app
             self._lane_start = app.forward_auth_start
-            self._lane_path = app.forward_auth_path
-            self._lane_prefix = app.forward_auth_prefix
         self._lane_request: tuple[Scope, bool] | None = None
         self._lane_closed = False
         config = self.config
@@ -434,10 +430,9 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         except httptools.HttpParserInvalidURLError:
             return False  # uvicorn's way refuses it
         path: bytes = parsed.path
-        if path != self._lane_path and not (
-            self._lane_prefix is not None and path.startswith(self._lane_prefix)
-        ):
-            return False  # EdgeServer.is_forward_auth, asked here
+        server = self._lane
+        if server is None or not server.is_forward_auth(path):
+            return False
         version = self.parser.get_http_version()
         scope: Scope = self.scope  # type: ignore[assignment]
         scope["method"] = self.parser.get_method().decode("ascii")
@@ -529,18 +524,16 @@ class EdgeHttpProtocol(HttpToolsProtocol):
 
     # The keep-alive timeout: uvicorn arms a timer after every response and
     # cancels it on the next read. Here one timer per connection is moved
-    # lazily, like the head timer. The connection is idle from a response that
-    # leaves nothing in flight until the next request begins; bytes that begin
-    # none (a bare CRLF) do not make it busy.
-
-    def _unset_keepalive_if_required(self) -> None:
-        pass  # see on_message_begin and on_response_complete
+    # lazily, like the head timer (uvicorn's own timer is never armed). The
+    # connection is idle from a response that leaves nothing in flight until
+    # the next request begins; bytes that begin none (a bare CRLF) do not make
+    # it busy.
 
     def on_response_complete(self) -> None:
         """uvicorn 0.54's, with the lazy keep-alive timer: start the next
         pipelined request, else wait ``timeout_keep_alive`` for one (unless
         one has begun to arrive: the head timeout is its clock)."""
-        self._writer.fresh = True  # the next write starts a response
+        self._writer.next_response()
         self.server_state.total_requests += 1
         if self.transport.is_closing():
             return
@@ -614,19 +607,17 @@ class EdgeServer:
         self.engine = engine or Engine(policy)
         self.proxy = Proxy(policy, self.engine) if policy.server.upstream else None
         self.forward_auth: ForwardAuthApp | None = None
-        self.forward_auth_path = b""
-        """The endpoint's raw path (``[forward_auth] path``)."""
-        self.forward_auth_prefix: bytes | None = None
-        """For the ``envoy`` dialect, the prefix of the paths below the endpoint's."""
+        self._forward_auth_path = b""
+        self._forward_auth_prefix: bytes | None = None
         self.forward_auth_start = b""
         """What every raw request target for the endpoint starts with."""
         if policy.forward_auth is not None:
             self.forward_auth = _forward_auth_app(policy, self.engine)
-            self.forward_auth_path = policy.forward_auth.path.encode()
-            self.forward_auth_start = self.forward_auth_path.rstrip(b"/")
+            self._forward_auth_path = policy.forward_auth.path.encode()
+            self.forward_auth_start = self._forward_auth_path.rstrip(b"/")
             if policy.forward_auth.dialect == "envoy":
                 # Envoy's ext_authz appends the original path to the prefix.
-                self.forward_auth_prefix = self.forward_auth_path.rstrip(b"/") + b"/"
+                self._forward_auth_prefix = self._forward_auth_path.rstrip(b"/") + b"/"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -644,9 +635,9 @@ class EdgeServer:
 
     def is_forward_auth(self, path: bytes) -> bool:
         """Is ``path`` (raw) the forward-auth endpoint's?"""
-        if path == self.forward_auth_path:
+        if path == self._forward_auth_path:
             return True
-        prefix = self.forward_auth_prefix
+        prefix = self._forward_auth_prefix
         return prefix is not None and path.startswith(prefix)
 
     async def startup(self) -> None:
