@@ -162,3 +162,19 @@ async def test_route_memo_keeps_no_oversized_key(tmp_path: Path) -> None:
         r = await call(app, raw_path=b"/t/x", headers=[("host", "a" * 4000 + ".example")])
         assert r.status == 401
     assert len(app.engine._routes) == before
+
+
+async def test_identity_header_memo_stays_bounded(tmp_path: Path) -> None:
+    """Headers built for ever new identities stay within the memo's size, and an
+    identity built before the memo was emptied gets its own headers again."""
+    from edgeauth.memo import MEMO_SIZE
+    from edgeauth.model import Identity
+
+    headers = app_for(tmp_path).policy.identity
+    first = Identity("first", roles=("admin",))
+    assert dict(headers.build(first))["x-user-id"] == "first"
+    for i in range(MEMO_SIZE + 10):
+        assert dict(headers.build(Identity(f"user-{i}")))["x-user-id"] == f"user-{i}"
+    assert 0 < len(headers.built) <= MEMO_SIZE
+    assert dict(headers.build(first)) == {"x-user-id": "first", "x-user-role": "admin"}
+    assert headers.build(first) is headers.built[first]

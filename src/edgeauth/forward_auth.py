@@ -229,7 +229,8 @@ class ForwardAuthApp:
                 key, weight, own = known[name]
             except KeyError:
                 key, weight, own = self._learn(name)
-            counted += weight
+            if weight:  # most names are not counted: no big-integer sum for them
+                counted += weight
             if key is None:
                 continue
             if own:

@@ -176,7 +176,10 @@ class IdentityHeaders:
         """The stripped names as ASGI header names (lower case, '-' spelling)."""
         self.stripped_untrusted = self.stripped_bytes | FORWARDING_HEADERS
         """Also X-Forwarded-* and Forwarded: what untrusted peers may not send."""
-        self._built: dict[tuple[int, bool], tuple[Identity, tuple[Header, ...]]] = {}
+        self.built: dict[Identity | None, tuple[Header, ...]] = {}
+        """:meth:`build`'s memo (bounded) by identity object, which the
+        verified-token cache shares between requests; the hot path looks here first."""
+        self._built_full: dict[Identity | None, tuple[Header, ...]] = {}
         self._encoded: dict[int, tuple[tuple[Header, ...], list[tuple[bytes, bytes]]]] = {}
         self.keys: tuple[dict[bytes, str], dict[bytes, str]] = ({}, {})
         """What :meth:`classify` found, per peer (``keys[0]`` trusted, ``keys[1]``
@@ -221,13 +224,13 @@ class IdentityHeaders:
         ``include_empty`` every configured header, empty where there is no value
         (so a gateway copying them overwrites any client copy)."""
         # Identities come back from the verified-token cache as the same object:
-        # their headers are built once (bounded memo, checked by identity).
-        key = (id(identity), include_empty)
-        memo = self._built.get(key)
-        if memo is not None and memo[0] is identity:
-            return memo[1]
+        # their headers are built once (bounded memos keyed by the object).
+        memo = self._built_full if include_empty else self.built
+        found = memo.get(identity)
+        if found is not None:
+            return found
         pairs = ((f.name, f.value(identity)) for f in self.fields)
         result = tuple(p for p in pairs if include_empty or p[1])
-        if identity is not None:
-            remember(self._built, key, (identity, result))
+        if identity is not None or include_empty:
+            remember(memo, identity, result)
         return result
