@@ -132,6 +132,12 @@ class Engine:
         self._routes: dict[tuple[str, str, bytes], tuple[_Route, Rule | None]] = {}
         self.watches_upstream = bool(policy.upstream_401_rules)
         """Whether :meth:`upstream_response` does anything for this policy."""
+        # Read on every request; the policy never changes.
+        self._needs_host = policy.rules.needs_host
+        self._failed_auth = policy.failed_auth is not None
+        self._revocations = policy.state.revocations
+        self._identity_headers = policy.identity
+        self._audit_allows = policy.audit_allows
 
     async def evaluate(self, view: RequestView) -> Outcome:
         """Decide ``view``; never raises."""
@@ -148,7 +154,7 @@ class Engine:
             if outcome.code in _FAILED_AUTH:
                 await self._count_failure(view, outcome.request_id, outcome.rule_id)
             self._emit(view, outcome, trace)
-        elif self.policy.audit_allows:
+        elif self._audit_allows:
             self._emit(view, outcome, trace)
         return outcome
 
@@ -204,7 +210,7 @@ class Engine:
                 preflight = True
                 method = requested.upper() or method
         try:
-            host = _host(view) if self.policy.rules.needs_host else ""
+            host = _host(view) if self._needs_host else ""
             found = self._routes.get((method, host, view.raw_path))
             (path, raw), rule = found if found is not None else self._route(view, method, host)
         except BadRequest as exc:
@@ -244,7 +250,7 @@ class Engine:
             except BadRequest as exc:
                 trace.reason = str(exc)
                 return self._deny(Code.BAD_REQUEST, rid, rule, view, path, extra)
-        if self.policy.failed_auth is not None and (credentials or rule.count_upstream_401):
+        if self._failed_auth and (credentials or rule.count_upstream_401):
             refusal = await self._lockout(view, now, trace)
             if refusal is not None:
                 return self._refuse(refusal, rid, rule, view, path, extra)
@@ -292,7 +298,7 @@ class Engine:
             )
         trace.subject = identity.subject
         trace.key_id = identity.key_id
-        revocations = self.policy.state.revocations
+        revocations = self._revocations
         try:
             listed = revocations.current()
             if listed is None:  # not loaded yet, or stale: wait, or fail closed
@@ -321,7 +327,7 @@ class Engine:
             if refusal is not None:
                 return self._refuse(refusal, rid, rule, view, path, cors)
             extra = _rate_headers(cors, checked)
-        identity_headers = self.policy.identity
+        identity_headers = self._identity_headers
         upstream = identity_headers.built.get(identity)  # build()'s memo, looked up inline
         try:
             if upstream is None:
