@@ -2,8 +2,10 @@
 
 The server under test is pinned to core 0; wrk (1 thread, 32 connections) and
 the nginx upstream run on core 1. Each scenario is warmed up, then measured in
-several interleaved rounds; the table shows the median requests/s with its
-range, the median p50/p99 latencies, and each server's peak RSS at the end.
+several interleaved rounds, the two scenarios of a ratio (sent the same
+request) alternating in short slices; the table shows the median requests/s
+with its range, the median p50/p99 latencies, and each server's peak RSS at
+the end.
 Results are also written as JSON (bench/results/latest.json).
 
     ./scripts/bench                  # everything
@@ -130,6 +132,18 @@ class Result:
     cpu_us: list[float] = field(default_factory=list)  # server CPU time per request
     bad: int = 0
 
+    def add(self, runs: list[tuple[float, float, float, float, int, int]]) -> None:
+        """One round's measurement from its runs (slices of equal length):
+        requests/s averaged, CPU per request over all requests, latencies the
+        median of the slices'."""
+        done = sum(run[5] for run in runs)
+        self.rps.append(statistics.fmean(run[0] for run in runs))
+        self.p50.append(statistics.median(run[1] for run in runs))
+        self.p99.append(statistics.median(run[2] for run in runs))
+        cpu = sum(run[3] * run[5] for run in runs)
+        self.cpu_us.append(cpu / done if done else float("nan"))
+        self.bad += sum(run[4] for run in runs)
+
 
 class Bench:
     def __init__(self, work: Path, seconds: float, warmup: float) -> None:
@@ -197,8 +211,9 @@ class Bench:
         return self.launch(name, port, argv, None, core, fresh=name != "upstream")
 
     # load ----------------------------------------------------------------
-    def wrk(self, scenario: Scenario, seconds: float) -> tuple[float, float, float, float, int]:
-        """(requests/s, p50 ms, p99 ms, server CPU µs per request, unexpected statuses)."""
+    def wrk(self, scenario: Scenario, seconds: float) -> tuple[float, float, float, float, int, int]:
+        """(requests/s, p50 ms, p99 ms, server CPU µs per request, unexpected
+        statuses, requests done)."""
         server = self.servers[scenario.server]
         script = self.work / f"{scenario.name}.lua"
         lines = [f'wrk.headers["{k}"] = "{v}"' for k, v in scenario.headers.items()]
@@ -236,7 +251,7 @@ class Bench:
         bad_match = re.search(r"BAD (\d+)", out)
         cpu_us = cpu / done * 1e6 if done else float("nan")
         scenario.tokens_used += done
-        return rps, p50, p99, cpu_us, int(bad_match.group(1)) if bad_match else 0
+        return rps, p50, p99, cpu_us, int(bad_match.group(1)) if bad_match else 0, done
 
     def close(self) -> None:
         self.stack.close()
@@ -328,6 +343,10 @@ def main() -> int:
     )
     parser.add_argument(
         "--only", default="", help="run only scenarios whose name starts with one of these (comma-separated)"
+    )
+    parser.add_argument(
+        "--slices", type=int, default=5,
+        help="a ratio's two scenarios alternate in this many runs per round (default 5)",
     )
     parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "latest.json"))
     parser.add_argument(
@@ -432,13 +451,7 @@ def run(bench: Bench, work: Path, args: argparse.Namespace) -> int:
                 Scenario("serve_denied", "serve", "/api/session/x", expect_status=401),
             ]
     scenarios = [s for s in scenarios if wanted(s.name)]
-    # Each ratio's two scenarios run back to back in every round (baseline
-    # first): the machine's drift over the minutes a round takes then falls on
-    # both sides of a ratio alike.
-    order: list[str] = []
-    for _, num, den, _ in RATIOS:
-        order += [name for name in (den, num) if name not in order]
-    scenarios.sort(key=lambda s: order.index(s.name) if s.name in order else len(order))
+    blocks = ratio_blocks(scenarios)
 
     results = {s.name: Result() for s in scenarios}
     uncached_at_last_start = 0
@@ -453,15 +466,22 @@ def run(bench: Bench, work: Path, args: argparse.Namespace) -> int:
               file=sys.stderr)
         for scenario in scenarios:
             bench.wrk(scenario, args.warmup)
-        for scenario in scenarios:
-            rps, p50, p99, cpu_us, bad = bench.wrk(scenario, args.seconds)
-            r = results[scenario.name]
-            r.rps.append(rps)
-            r.p50.append(p50)
-            r.p99.append(p99)
-            r.cpu_us.append(cpu_us)
-            r.bad += bad
-            print(f"round {round_ + 1}/{args.rounds} {scenario.name:<28} {rps:>9.0f} req/s", file=sys.stderr)
+        for block in blocks:
+            # A ratio's two scenarios alternate in --slices short runs (baseline
+            # first): the machine's speed, which drifts from second to second
+            # here, then weighs on both sides of the ratio alike.
+            slices = args.slices if len(block) > 1 else 1
+            runs: dict[str, list[tuple[float, float, float, float, int, int]]] = {
+                s.name: [] for s in block
+            }
+            for _ in range(slices):
+                for scenario in block:
+                    runs[scenario.name].append(bench.wrk(scenario, args.seconds / slices))
+            for scenario in block:
+                r = results[scenario.name]
+                r.add(runs[scenario.name])
+                print(f"round {round_ + 1}/{args.rounds} {scenario.name:<28} {r.rps[-1]:>9.0f} req/s",
+                      file=sys.stderr)
     uncached = next((s for s in scenarios if s.name == "serve_uncached_hs256"), None)
     if uncached is not None:
         # The RSS target is for a worker that has seen 100,000 distinct tokens:
@@ -548,6 +568,20 @@ RATIOS = [
 ]
 
 
+def ratio_blocks(scenarios: list[Scenario]) -> list[list[Scenario]]:
+    """The scenarios in measuring order: each ratio's baseline and scenario as
+    one block (every baseline serves one ratio), then the others one by one."""
+    by_name = {s.name: s for s in scenarios}
+    blocks: list[list[Scenario]] = []
+    placed: set[str] = set()
+    for _, num, den, _ in RATIOS:
+        if num in by_name and den in by_name and not {num, den} & placed:
+            blocks.append([by_name[den], by_name[num]])
+            placed |= {num, den}
+    blocks += [[s] for s in scenarios if s.name not in placed]
+    return blocks
+
+
 def report(
     scenarios: list[Scenario],
     results: dict[str, Result],
@@ -619,7 +653,7 @@ def report(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "rounds": args.rounds, "seconds": args.seconds, "connections": 32,
+        "rounds": args.rounds, "seconds": args.seconds, "slices": args.slices, "connections": 32,
         "cpu": os.cpu_count(), "python": sys.version.split()[0],
         "scenarios": rows, "ratios": ratios, "streaming": stream,
     }, indent=2) + "\n")
