@@ -280,14 +280,30 @@ async def test_a_connection_closed_by_its_answer_reads_nothing_more(
     assert "Invalid HTTP request" not in caplog.text
 
 
-async def test_a_request_with_a_body_takes_uvicorns_way(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("field", "body"),
+    [("Content-Length: 2", b"ok"), ("Transfer-Encoding: chunked", b"2\r\nok\r\n0\r\n\r\n")],
+)
+async def test_a_request_with_a_body_takes_uvicorns_way(
+    tmp_path: Path, field: str, body: bytes
+) -> None:
     """A decision request with a body is answered by the app in a task, the same."""
     app = server(tmp_path)
     protocol, wire = connect(app)
-    request = ask("/api/protected/me", cookie(), "Content-Length: 2")
-    await feed(protocol, request + b"ok")
+    request = ask("/api/protected/me", cookie(), field)
+    await feed(protocol, request + body)
     assert protocol.tasks and not wire.data
     await settle(lambda: wire.data)
+    [(status, headers, _)] = responses(wire.data)
+    assert (status, headers["x-user-id"]) == (200, ["alice"])
+
+
+async def test_an_empty_body_is_answered_by_the_lane(tmp_path: Path) -> None:
+    """Content-Length: 0 announces no body: the lane answers at once, no task."""
+    app = server(tmp_path)
+    protocol, wire = connect(app)
+    await feed(protocol, ask("/api/protected/me", cookie(), "Content-Length: 0"))
+    assert not protocol.tasks
     [(status, headers, _)] = responses(wire.data)
     assert (status, headers["x-user-id"]) == (200, ["alice"])
 

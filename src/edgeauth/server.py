@@ -278,6 +278,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         self._pending = 0  # bytes received while the head is incomplete
         self._room = 0  # bytes the head parsed so far may still grow by
         self._hosts = 0  # Host fields in the head so far
+        self._body = False  # a body announced in the head so far (for the lane)
         self._too_large = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -348,13 +349,15 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         self._idle_deadline.at = None  # a request has begun: not idle
         self._room = self._max_head_bytes
         self._hosts = 0
+        self._body = False
         if self._head_deadline.at is None:
             self._head_deadline.start(self.limits.head_timeout)
 
     # on_url and on_header run for every part of every head: they do uvicorn's
     # work themselves (uvicorn 0.54: append to url, lower-case and keep the
     # field, note Expect: 100-continue) rather than call it, one Python call
-    # per field instead of two. tests/test_server.py compares the scopes.
+    # per field instead of two, and note for the lane whether a body is
+    # announced. tests/test_server.py compares the scopes.
 
     def on_url(self, url: bytes) -> None:
         room = self._room = self._room - len(url)
@@ -381,6 +384,11 @@ class EdgeHttpProtocol(HttpToolsProtocol):
             self._hosts += 1
         elif name == b"expect" and value.lower() == b"100-continue":
             self.expect_100_continue = True
+        elif name == b"content-length":
+            if value != b"0":
+                self._body = True
+        elif name == b"transfer-encoding":
+            self._body = True
         headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -410,7 +418,8 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         the bytes uvicorn would write. Anything else takes uvicorn's way.
         """
         url = self.url
-        if not url.startswith(self._lane_start):
+        start = self._lane_start
+        if url[: len(start)] != start:  # (cheaper than bytes.startswith)
             return False
         cycle = self.cycle
         if (
@@ -419,12 +428,10 @@ class EdgeHttpProtocol(HttpToolsProtocol):
             or self.pipeline
             or self.flow.write_paused
             or self.expect_100_continue
+            or self._body
             or self.parser.should_upgrade()
         ):
             return False
-        for name, value in self.headers:
-            if (name == b"content-length" and value != b"0") or name == b"transfer-encoding":
-                return False
         try:
             parsed = httptools.parse_url(url)
         except httptools.HttpParserInvalidURLError:
