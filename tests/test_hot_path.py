@@ -175,6 +175,6 @@ async def test_identity_header_memo_stays_bounded(tmp_path: Path) -> None:
     assert dict(headers.build(first))["x-user-id"] == "first"
     for i in range(MEMO_SIZE + 10):
         assert dict(headers.build(Identity(f"user-{i}")))["x-user-id"] == f"user-{i}"
-    assert 0 < len(headers.built) <= MEMO_SIZE
+    assert 0 < len(headers._built) <= MEMO_SIZE
     assert dict(headers.build(first)) == {"x-user-id": "first", "x-user-role": "admin"}
-    assert headers.build(first) is headers.built[first]
+    assert headers.build(first) is headers._built[first]

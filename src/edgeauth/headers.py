@@ -176,9 +176,9 @@ class IdentityHeaders:
         """The stripped names as ASGI header names (lower case, '-' spelling)."""
         self.stripped_untrusted = self.stripped_bytes | FORWARDING_HEADERS
         """Also X-Forwarded-* and Forwarded: what untrusted peers may not send."""
-        self.built: dict[Identity | None, tuple[Header, ...]] = {}
-        """:meth:`build`'s memo (bounded) by identity object, which the
-        verified-token cache shares between requests; the hot path looks here first."""
+        # build()'s memos (bounded), by identity object: the verified-token
+        # cache shares one object between requests.
+        self._built: dict[Identity | None, tuple[Header, ...]] = {}
         self._built_full: dict[Identity | None, tuple[Header, ...]] = {}
         self._encoded: dict[int, tuple[tuple[Header, ...], list[tuple[bytes, bytes]]]] = {}
         self.keys: tuple[dict[bytes, str], dict[bytes, str]] = ({}, {})
@@ -225,12 +225,10 @@ class IdentityHeaders:
         (so a gateway copying them overwrites any client copy)."""
         # Identities come back from the verified-token cache as the same object:
         # their headers are built once (bounded memos keyed by the object).
-        memo = self._built_full if include_empty else self.built
+        memo = self._built_full if include_empty else self._built
         found = memo.get(identity)
         if found is not None:
             return found
         pairs = ((f.name, f.value(identity)) for f in self.fields)
         result = tuple(p for p in pairs if include_empty or p[1])
-        if identity is not None or include_empty:
-            remember(memo, identity, result)
-        return result
+        return remember(memo, identity, result)

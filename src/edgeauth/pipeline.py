@@ -132,12 +132,6 @@ class Engine:
         self._routes: dict[tuple[str, str, bytes], tuple[_Route, Rule | None]] = {}
         self.watches_upstream = bool(policy.upstream_401_rules)
         """Whether :meth:`upstream_response` does anything for this policy."""
-        # Read on every request; the policy never changes.
-        self._needs_host = policy.rules.needs_host
-        self._failed_auth = policy.failed_auth is not None
-        self._revocations = policy.state.revocations
-        self._identity_headers = policy.identity
-        self._audit_allows = policy.audit_allows
 
     async def evaluate(self, view: RequestView) -> Outcome:
         """Decide ``view``; never raises."""
@@ -154,7 +148,7 @@ class Engine:
             if outcome.code in _FAILED_AUTH:
                 await self._count_failure(view, outcome.request_id, outcome.rule_id)
             self._emit(view, outcome, trace)
-        elif self._audit_allows:
+        elif self.policy.audit_allows:
             self._emit(view, outcome, trace)
         return outcome
 
@@ -210,7 +204,7 @@ class Engine:
                 preflight = True
                 method = requested.upper() or method
         try:
-            host = _host(view) if self._needs_host else ""
+            host = _host(view) if self.policy.rules.needs_host else ""
             found = self._routes.get((method, host, view.raw_path))
             (path, raw), rule = found if found is not None else self._route(view, method, host)
         except BadRequest as exc:
@@ -250,7 +244,7 @@ class Engine:
             except BadRequest as exc:
                 trace.reason = str(exc)
                 return self._deny(Code.BAD_REQUEST, rid, rule, view, path, extra)
-        if self._failed_auth and (credentials or rule.count_upstream_401):
+        if self.policy.failed_auth is not None and (credentials or rule.count_upstream_401):
             refusal = await self._lockout(view, now, trace)
             if refusal is not None:
                 return self._refuse(refusal, rid, rule, view, path, extra)
@@ -259,17 +253,7 @@ class Engine:
         source: CredentialSource | None = None
         if credentials:
             try:
-                single = rule.single
-                if single is not None:  # _cached for the common rule, inline
-                    authenticator, source = single
-                    credential = credentials[source]
-                    identity = authenticator.verified(credential, now)
-                    hit = None if identity is None else (identity, source)
-                    if hit is not None:
-                        trace.credential = credential
-                        trace.authenticator = authenticator.id
-                else:
-                    hit = _cached(rule, credentials, now, trace)
+                hit = _cached(rule, credentials, now, trace)
                 if hit is None:
                     identity, source = await self._authenticate(rule, credentials, now, trace)
                 else:
@@ -298,7 +282,7 @@ class Engine:
             )
         trace.subject = identity.subject
         trace.key_id = identity.key_id
-        revocations = self._revocations
+        revocations = self.policy.state.revocations
         try:
             listed = revocations.current()
             if listed is None:  # not loaded yet, or stale: wait, or fail closed
@@ -327,11 +311,8 @@ class Engine:
             if refusal is not None:
                 return self._refuse(refusal, rid, rule, view, path, cors)
             extra = _rate_headers(cors, checked)
-        identity_headers = self._identity_headers
-        upstream = identity_headers.built.get(identity)  # build()'s memo, looked up inline
         try:
-            if upstream is None:
-                upstream = identity_headers.build(identity)
+            upstream = self.policy.identity.build(identity)
         except InvalidCredentials as exc:
             return self._fail(Code.INVALID_TOKEN, exc, trace, rid, rule, view, path, extra)
         withheld: tuple[str, ...] = ()
@@ -588,12 +569,12 @@ _iso_memo: tuple[int, str] = (-1, "")
 def _credentials(rule: Rule, view: RequestView) -> dict[CredentialSource, str]:
     """The credential in each place the rule reads; BadRequest when ambiguous."""
     headers = view.headers
-    single = rule.single
-    if single is not None:  # one place to read: no loop, nothing to disagree
-        value = _read(single[1], headers)
-        return {} if value is None else {single[1]: value}
+    sources = rule.sources
+    if len(sources) == 1:  # one place to read (most rules): nothing to disagree
+        value = _read(sources[0], headers)
+        return {} if value is None else {sources[0]: value}
     found: dict[CredentialSource, str] = {}
-    for source in rule.sources:
+    for source in sources:
         value = _read(source, headers)
         if value is not None:
             found[source] = value

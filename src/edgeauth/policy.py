@@ -50,9 +50,6 @@ class Rule:
     """Each authenticator with each place it reads, in the order they are tried."""
     requires: bool = field(init=False)
     """Whether ``require`` asks anything of the identity."""
-    single: tuple[Authenticator, CredentialSource] | None = field(init=False)
-    """The one attempt of a rule with one authenticator reading one place (the
-    common rule): its credential is read and looked up without a loop."""
     _per_scope: dict[str, tuple[Limit, ...]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -60,7 +57,6 @@ class Rule:
         object.__setattr__(self, "attempts", attempts)
         object.__setattr__(self, "sources", tuple(dict.fromkeys(s for _, s in attempts)))
         object.__setattr__(self, "requires", not self.require.empty)
-        object.__setattr__(self, "single", attempts[0] if len(attempts) == 1 else None)
         per_scope: dict[str, tuple[Limit, ...]] = {}
         for limit in self.limits:
             per_scope[limit.scope] = (*per_scope.get(limit.scope, ()), limit)

@@ -418,8 +418,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         the bytes uvicorn would write. Anything else takes uvicorn's way.
         """
         url = self.url
-        start = self._lane_start
-        if url[: len(start)] != start:  # (cheaper than bytes.startswith)
+        if not url.startswith(self._lane_start):
             return False
         cycle = self.cycle
         if (
@@ -624,7 +623,7 @@ class EdgeServer:
             self.forward_auth_start = self._forward_auth_path.rstrip(b"/")
             if policy.forward_auth.dialect == "envoy":
                 # Envoy's ext_authz appends the original path to the prefix.
-                self._forward_auth_prefix = self._forward_auth_path.rstrip(b"/") + b"/"
+                self._forward_auth_prefix = self.forward_auth_start + b"/"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
