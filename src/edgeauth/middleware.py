@@ -5,6 +5,11 @@ ask the engine, and either call the app with the canonical path and identity
 headers, or answer the denial itself. The wrapped app sees ``scope["path"]``
 and ``scope["raw_path"]`` rewritten to exactly the path that was authorized,
 and the verified identity in ``scope["edgeauth"]`` (None when anonymous).
+
+A repeated allowed request with a cached credential (most of the traffic) is
+decided without the view: one pass over the headers, then
+:meth:`~edgeauth.pipeline.Engine.settled`, which answers only when
+``evaluate`` would allow it the same way; everything else takes the whole path.
 """
 
 from __future__ import annotations
@@ -75,20 +80,46 @@ class EdgeAuth:
                 send = self._closing(send)
             await self.app(scope, receive, send)
             return
-        decided = await decide(scope, send, self.policy, self.engine)
-        if decided is None:
-            return
-        allow, view, headers = decided
-        inner = self._inner_scope(scope, allow, headers)
-        if allow.response_headers or self.engine.watches_upstream or allow.max_body is not None:
-            await self._forward_watched(scope, inner, receive, send, allow, view)
-            return
+        inner = None
+        if scope["type"] == "http" and not self.engine.watches_upstream:
+            try:
+                inner = self._settled(scope)
+            except Exception:  # a malformed scope: the whole path answers it
+                inner = None
+        if inner is None:
+            decided = await decide(scope, send, self.policy, self.engine)
+            if decided is None:
+                return
+            allow, view, headers = decided
+            inner = self._inner_scope(scope, allow, headers)
+            if allow.response_headers or self.engine.watches_upstream or allow.max_body is not None:
+                await self._forward_watched(scope, inner, receive, send, allow, view)
+                return
         # The common allowed request (no CORS, limits or body limit): nothing to
         # add to the response, nothing to watch.
         try:
             await self.app(inner, receive, send)
         except IdentityRequired:
-            await send_rendered(scope, send, _identity_required(allow.request_id))
+            await send_rendered(scope, send, _identity_required(inner["edgeauth.request_id"]))
+
+    def _settled(self, scope: Scope) -> Scope | None:
+        """The app's scope for the common allowed request, when
+        :meth:`Engine.settled <edgeauth.pipeline.Engine.settled>` can decide it
+        from the header fields as received; None: the whole path decides."""
+        method = scope["method"]
+        raw = scope.get("raw_path")
+        headers = scope["headers"]
+        if (method != "GET" and method != "HEAD") or type(raw) is not bytes:
+            return None
+        if type(headers) is not list:
+            return None
+        policy = self.policy
+        trusted = False
+        if policy.server.trusted_proxies:
+            client = scope.get("client")
+            trusted = policy.trusts(client[0] if client else None)
+        allow = self.engine.settled(method, raw, headers, trusted)
+        return None if allow is None else self._inner_scope(scope, allow, headers)
 
     def _closing(self, send: Send) -> Send:
         """Release the policy's connections (Redis, JWKS) when the app shuts down."""

@@ -132,6 +132,7 @@ class Engine:
         self._routes: dict[tuple[str, str, bytes], tuple[_Route, Rule | None]] = {}
         self.watches_upstream = bool(policy.upstream_401_rules)
         """Whether :meth:`upstream_response` does anything for this policy."""
+        self._settles = policy.failed_auth is None and not policy.audit_allows
 
     async def evaluate(self, view: RequestView) -> Outcome:
         """Decide ``view``; never raises."""
@@ -151,6 +152,95 @@ class Engine:
         elif self.policy.audit_allows:
             self._emit(view, outcome, trace)
         return outcome
+
+    def settled(
+        self, method: str, raw_path: bytes, headers: list[tuple[bytes, bytes]], trusted: bool
+    ) -> Allow | None:
+        """The :class:`Allow` that :meth:`evaluate` would answer, when it is one
+        that needs no waiting and nothing recorded: the front-ends' common
+        request, decided from its header fields as received, without a
+        :class:`RequestView`. None means "call :meth:`evaluate`", never "refused".
+
+        The caller vouches for a GET or HEAD that is not a WebSocket upgrade,
+        and says whether the peer is a trusted proxy. Everything else is checked
+        here, and anything unusual is left to :meth:`evaluate`: the policy (no
+        failed-auth lockout, allows not audited); the route (remembered by
+        :meth:`evaluate` before); the rule (:attr:`~edgeauth.policy.Rule.settles`);
+        the headers (every name one :func:`~edgeauth.asgi.view_from_scope` has
+        seen and keeps, Host at most once, no Origin); the credential (a
+        verified-token cache hit; none on a public rule); the revocation list
+        (fresh, the identity not on it) and the rule's requirements. Each step
+        is the one :meth:`evaluate` takes for such a request.
+        """
+        if not self._settles:
+            return None
+        needs_host = self.policy.rules.needs_host
+        found = None if needs_host else self._routes.get((method, "", raw_path))
+        if not needs_host and (found is None or found[1] is None or not found[1].settles):
+            return None
+        # One pass: nothing to strip, and the few fields the decision reads.
+        keys = self.policy.identity.keys[0 if trusted else 1]
+        host: bytes | None = None
+        fields: dict[str, tuple[str, ...]] = {}
+        for name, value in headers:
+            key = keys.get(name)
+            if not key:  # stripped, or a name not classified yet
+                return None
+            if key == "cookie" or key == "authorization":
+                text = value.decode() if value.isascii() else value.decode("latin-1")
+                previous = fields.get(key)
+                fields[key] = (text,) if previous is None else (*previous, text)
+            elif key == "host":
+                if host is not None:
+                    return None
+                host = value
+            elif key == "origin":
+                return None
+        if needs_host:
+            try:
+                hostname = _host_name(None if host is None else host.decode("latin-1"))
+            except BadRequest:
+                return None
+            found = self._routes.get((method, hostname, raw_path))
+        if found is None:
+            return None
+        (path, raw), rule = found
+        if rule is None or not rule.settles:
+            return None
+        if not rule.sources:  # no authenticator: anonymous
+            return Allow(self._ids(), rule.id, path.decoded, raw)
+        source = rule.sources[0]
+        try:
+            credential = _read(source, fields)
+        except BadRequest:
+            return None
+        if credential is None and rule.public:
+            return Allow(self._ids(), rule.id, path.decoded, raw)
+        if not credential:
+            return None
+        now = self._clock()
+        identity = rule.attempts[0][0].verified(credential, now)
+        if identity is None:
+            return None
+        listed = self.policy.state.revocations.current()
+        if listed is None or ((listed.tokens or listed.subjects) and listed.revoked(identity, now)):
+            return None
+        if rule.requires and rule.require.check(identity) is not None:
+            return None
+        try:
+            upstream = self.policy.identity.build(identity)
+        except InvalidCredentials:
+            return None
+        forwarded = self.policy.authenticators[identity.authenticator].forward_credential
+        return Allow(
+            self._ids(),
+            rule.id,
+            path.decoded,
+            raw,
+            identity,
+            upstream,
+            () if forwarded else (source.place,),
+        )
 
     def report(self, view: RequestView, denial: Denial, reason: str | None = None) -> None:
         """Audit a denial a front-end made itself after the decision (a streamed
@@ -204,7 +294,7 @@ class Engine:
                 preflight = True
                 method = requested.upper() or method
         try:
-            host = _host(view) if self.policy.rules.needs_host else ""
+            host = _host_name(view.header("host")) if self.policy.rules.needs_host else ""
             found = self._routes.get((method, host, view.raw_path))
             (path, raw), rule = found if found is not None else self._route(view, method, host)
         except BadRequest as exc:
@@ -666,13 +756,14 @@ _COOKIE_PATTERNS: dict[str, re.Pattern[str]] = {}
 _HOST = re.compile(r"(?:[a-z0-9-]+(?:\.[a-z0-9-]+)*\.?|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?")
 
 
-def _host(view: RequestView) -> str:
-    """The request's host name, lower-case, without port or trailing dot.
+def _host_name(value: str | None) -> str:
+    """The host name in a Host header's ``value``, lower-case, without port or
+    trailing dot; "" when there is none.
 
     A Host that is not a host name is refused rather than matched as a string:
     ``admin.example.com.`` must not slip past a rule for ``admin.example.com``.
     """
-    host = (view.header("host") or "").strip().lower()
+    host = (value or "").strip().lower()
     if not host:
         return ""
     if not _HOST.fullmatch(host):

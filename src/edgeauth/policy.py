@@ -50,6 +50,11 @@ class Rule:
     """Each authenticator with each place it reads, in the order they are tried."""
     requires: bool = field(init=False)
     """Whether ``require`` asks anything of the identity."""
+    settles: bool = field(init=False)
+    """Whether an allowed request's decision can be settled from the route and
+    at most one cached credential (see :meth:`edgeauth.pipeline.Engine.settled`):
+    the rule reads no place or one, a cookie or the Bearer token, and has no
+    CORS, rate limit, body limit or upstream-401 counting."""
     _per_scope: dict[str, tuple[Limit, ...]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -57,6 +62,14 @@ class Rule:
         object.__setattr__(self, "attempts", attempts)
         object.__setattr__(self, "sources", tuple(dict.fromkeys(s for _, s in attempts)))
         object.__setattr__(self, "requires", not self.require.empty)
+        settles = (
+            (not self.sources or (len(self.sources) == 1 and self.sources[0].kind != "header"))
+            and self.cors is None
+            and not self.limits
+            and self.max_body is None
+            and not self.count_upstream_401
+        )
+        object.__setattr__(self, "settles", settles)
         per_scope: dict[str, tuple[Limit, ...]] = {}
         for limit in self.limits:
             per_scope[limit.scope] = (*per_scope.get(limit.scope, ()), limit)

@@ -315,7 +315,7 @@ def _open(target: RedisTarget, timeout: float) -> _LoopClient:
         client = RedisCluster(startup_nodes=nodes, **options, **auth)
         return _LoopClient(client, ())
     assert target.service is not None
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(  # type: ignore[no-untyped-call, unused-ignore]  # untyped before redis 8.2
         list(target.hosts),
         sentinel_kwargs={**options, "ssl": target.tls} if target.tls else options,
         db=target.db,

@@ -1,0 +1,463 @@
+"""The middleware's short path (``Engine.settled``) answers exactly what the
+whole path answers, and only where it may: for every request below, when it
+settles, the app's scope is the one the whole path builds; the requests it
+must leave to the whole path (anything to strip, refuse, wait for or record)
+are left to it; and the invariants hold on the repeated requests it serves."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgeauth import EdgeAuth, load_policy
+from edgeauth.asgi import decide
+from edgeauth.middleware import IdentityRequired
+from edgeauth.revocation import revoke
+
+from .helpers import (
+    AUDIENCE,
+    ISSUER,
+    SEED_POLICY,
+    RecordingAudit,
+    call,
+    echo_app,
+    guarded,
+    session_token,
+    write_policy,
+)
+
+SERVICE_SECRET = "service-secret-for-the-settled-path-tests-0123456789"
+
+POLICY = (
+    SEED_POLICY.replace('[default]\naction = "deny"\n', "")
+    + f"""
+[authenticators.service]
+type = "jwt"
+from = "bearer"
+algorithms = ["HS256"]
+secret = "{SERVICE_SECRET}"
+issuer = "{ISSUER}"
+audience = "{AUDIENCE}"
+forward_credential = false
+
+[[rules]]
+id = "service"
+match = "/svc/**"
+authenticate = ["service"]
+
+[[rules]]
+id = "limited"
+match = "/limited/**"
+authenticate = ["session"]
+rate_limit = "1000/minute per ip"
+
+[[rules]]
+id = "bounded"
+match = "/bounded/**"
+authenticate = ["session"]
+max_body = 10
+
+[[rules]]
+id = "shared"
+match = "/shared/**"
+authenticate = ["session"]
+cors = {{ origins = ["https://app.example.com"] }}
+
+[[rules]]
+id = "optional"
+match = "/optional/**"
+public = true
+authenticate = ["session"]
+
+[[rules]]
+id = "optional-service"
+match = "/optsvc/**"
+public = true
+authenticate = ["service"]
+
+[server]
+trusted_proxies = ["10.0.0.0/8"]
+"""
+)
+# With a rule for one host, routes depend on Host: the short path reads it first.
+HOSTS_POLICY = (
+    POLICY
+    + """
+[[rules]]
+id = "tenant"
+match = "/tenant/**"
+hosts = ["a.example"]
+authenticate = ["session"]
+"""
+)
+
+USER = session_token("alice", ("user",))
+ADMIN = session_token("root", ("admin",))
+SERVICE = session_token("svc", (), secret=SERVICE_SECRET)
+NOT_SEEN = session_token("bob", ("user",))  # never presented before the comparison
+
+PATHS = [
+    b"/api/protected/x",
+    b"/api/admin/x",
+    b"/api/v1/x",
+    b"/svc/x",
+    b"/tenant/x",
+    b"/limited/x",
+    b"/bounded/x",
+    b"/shared/x",
+    b"/optional/x",
+    b"/optsvc/x",
+    b"/public/x",
+    b"/nowhere",
+    b"/api/protected/./a/../x",
+    b"/api/protected/%2e%2e/admin/x",
+]
+CREDENTIALS: list[list[tuple[bytes, bytes]]] = [
+    [],
+    [(b"cookie", b"session=" + USER.encode())],
+    [(b"cookie", b"theme=dark; session=" + ADMIN.encode() + b"; lang=en")],
+    [(b"cookie", b"session=" + USER.encode()), (b"cookie", b"session=" + ADMIN.encode())],
+    [(b"cookie", b"session=" + NOT_SEEN.encode())],
+    [(b"cookie", b"session=not-a-token")],
+    [(b"authorization", b"Bearer " + SERVICE.encode())],
+    [(b"authorization", b"Bearer " + USER.encode())],
+    [(b"authorization", b"Basic dXNlcjpwYXNz")],
+    [(b"authorization", b"Bearer")],
+]
+OTHERS: list[list[tuple[bytes, bytes]]] = [
+    [(b"host", b"a.example")],
+    [(b"host", b"b.example:8080"), (b"accept", b"application/json")],
+    [(b"host", b"a.example"), (b"host", b"b.example")],
+    [(b"host", b"a.example"), (b"origin", b"https://evil.example")],
+    [(b"host", b"a.example"), (b"x-user-id", b"mallory")],
+    [(b"host", b"a.example"), (b"X_User_Role", b"admin")],
+    [(b"host", b"a.example"), (b"x-forwarded-for", b"203.0.113.9")],
+    [(b"Host", b"A.EXAMPLE."), (b"User-Agent", b"curl/8")],
+    [(b"host", b"not a host name")],
+]
+METHODS = ["GET", "HEAD", "POST", "OPTIONS"]
+PEERS = [("127.0.0.1", 5000), ("10.0.0.7", 5000)]
+
+
+def scope_of(
+    method: str, path: bytes, headers: list[tuple[bytes, bytes]], peer: tuple[str, int]
+) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path.decode("latin-1"),
+        "raw_path": path,
+        "query_string": b"q=1",
+        "root_path": "",
+        "headers": headers,
+        "client": peer,
+        "server": ("127.0.0.1", 8080),
+    }
+
+
+async def nothing() -> dict[str, Any]:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def whole_path(app: EdgeAuth, scope: dict[str, Any]) -> dict[str, Any] | int:
+    """What the whole path makes of ``scope``: the app's scope, or the status answered."""
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    decided = await decide(scope, send, app.policy, app.engine)
+    if decided is None:
+        return int(sent[0]["status"])
+    allow, _, headers = decided
+    inner = app._inner_scope(scope, allow, headers)
+    # Nothing for the response either (CORS, RateLimit-*), nor a body to bound:
+    # what the short path's caller takes for granted.
+    inner["whole path watches"] = bool(allow.response_headers or allow.cors or allow.max_body)
+    return inner
+
+
+def comparable(inner: dict[str, Any]) -> dict[str, Any]:
+    """An app scope without its request id (new for every request)."""
+    return {
+        k: v for k, v in inner.items() if k not in ("edgeauth.request_id", "whole path watches")
+    }
+
+
+def app_for(tmp_path: Path, **kwargs: Any) -> EdgeAuth:
+    return guarded(tmp_path, POLICY, **kwargs)
+
+
+@pytest.mark.parametrize("policy", [POLICY, HOSTS_POLICY], ids=["any-host", "per-host"])
+async def test_every_settled_request_gets_the_whole_paths_scope(
+    tmp_path: Path, policy: str
+) -> None:
+    """Thousands of requests: where the short path answers, its scope for the
+    app equals the whole path's (identity and headers included), and it
+    answers only requests the whole path allows."""
+    app = guarded(tmp_path, policy)
+    settled = left = 0
+    cases = itertools.product(METHODS, PATHS, CREDENTIALS, OTHERS, PEERS)
+    for method, path, credentials, others, peer in cases:
+        headers = [*others, *credentials]
+        scope = scope_of(method, path, headers, peer)
+        if NOT_SEEN.encode() not in b"".join(v for _, v in credentials):
+            await whole_path(app, dict(scope))  # remembers the route, verifies the token
+        short = app._settled(dict(scope))
+        whole = await whole_path(app, dict(scope))
+        if short is None:
+            left += 1
+            continue
+        settled += 1
+        assert isinstance(whole, dict), (method, path, headers, peer, whole)
+        assert comparable(short) == comparable(whole), (method, path, headers, peer)
+        assert whole["whole path watches"] is False, (method, path, headers, peer)
+        assert short["edgeauth"] is whole["edgeauth"]
+        assert short["edgeauth.request_id"] != whole["edgeauth.request_id"]
+    # Both kinds occur: the comparison above is not vacuous either way.
+    assert settled > 100 and left > 1000, (settled, left)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers"),
+    [
+        ("GET", b"/api/protected/x", [(b"cookie", b"session=" + USER.encode())]),
+        ("HEAD", b"/api/protected/x", [(b"cookie", b"session=" + USER.encode())]),
+        ("GET", b"/api/admin/x", [(b"cookie", b"a=1; session=" + ADMIN.encode())]),
+        ("GET", b"/svc/x", [(b"authorization", b"Bearer " + SERVICE.encode())]),
+        ("GET", b"/optional/x", [(b"cookie", b"session=" + USER.encode())]),
+        ("GET", b"/api/protected/./x", [(b"cookie", b"session=" + USER.encode())]),
+        ("GET", b"/public/x", []),
+        ("GET", b"/public/x", [(b"cookie", b"session=" + USER.encode())]),
+        ("GET", b"/optional/x", []),
+    ],
+)
+async def test_the_common_allowed_requests_settle(
+    tmp_path: Path, method: str, path: bytes, headers: list[tuple[bytes, bytes]]
+) -> None:
+    """A repeated request on a plain rule, with a cached credential or with none
+    where none is needed, takes the short path."""
+    app = app_for(tmp_path)
+    scope = scope_of(method, path, [(b"host", b"a.example"), *headers], PEERS[0])
+    assert app._settled(dict(scope)) is None  # the first time: nothing remembered yet
+    assert isinstance(await whole_path(app, dict(scope)), dict)
+    assert app._settled(dict(scope)) is not None
+
+
+COOKIE = [(b"cookie", b"session=" + USER.encode())]
+
+
+@pytest.mark.parametrize(
+    ("why", "method", "path", "headers", "peer"),
+    [
+        ("a POST is CSRF-checked", "POST", b"/api/protected/x", COOKIE, PEERS[0]),
+        ("a preflight", "OPTIONS", b"/api/protected/x", COOKIE, PEERS[0]),
+        ("lower-case method", "get", b"/api/protected/x", COOKIE, PEERS[0]),
+        ("an identity header to strip", "GET", b"/api/protected/x",
+         [*COOKIE, (b"x-user-id", b"mallory")], PEERS[0]),
+        ("its underscore spelling", "GET", b"/api/protected/x",
+         [*COOKIE, (b"x_user_id", b"mallory")], PEERS[0]),
+        ("X-Forwarded-For from an untrusted peer", "GET", b"/api/protected/x",
+         [*COOKIE, (b"x-forwarded-for", b"203.0.113.9")], PEERS[0]),
+        ("Host twice", "GET", b"/api/protected/x",
+         [*COOKIE, (b"host", b"b.example")], PEERS[0]),
+        ("an Origin", "GET", b"/api/protected/x",
+         [*COOKIE, (b"origin", b"https://a.example")], PEERS[0]),
+        ("a rate-limited rule", "GET", b"/limited/x", COOKIE, PEERS[0]),
+        ("a rule with a body limit", "GET", b"/bounded/x", COOKIE, PEERS[0]),
+        ("a CORS rule", "GET", b"/shared/x", COOKIE, PEERS[0]),
+        ("a rule reading three places", "GET", b"/api/v1/x", COOKIE, PEERS[0]),
+        ("a role the identity lacks", "GET", b"/api/admin/x", COOKIE, PEERS[0]),
+        ("no credential", "GET", b"/api/protected/x", [], PEERS[0]),
+        ("the credential twice, different", "GET", b"/api/protected/x",
+         [*COOKIE, (b"cookie", b"session=" + ADMIN.encode())], PEERS[0]),
+        ("no rule matches", "GET", b"/nowhere", COOKIE, PEERS[0]),
+        ("an invalid token on an optional rule", "GET", b"/optional/x",
+         [(b"cookie", b"session=not-a-token")], PEERS[0]),
+        ("Bearer without a token on an optional rule", "GET", b"/optsvc/x",
+         [(b"authorization", b"Bearer")], PEERS[0]),
+        ("a path that is refused", "GET", b"/api/protected/%2e%2e/admin", COOKIE, PEERS[0]),
+        ("the other authenticator's place", "GET", b"/api/protected/x",
+         [(b"authorization", b"Bearer " + USER.encode())], PEERS[0]),
+    ],
+)  # fmt: skip
+async def test_what_the_short_path_leaves_to_the_whole_path(
+    tmp_path: Path,
+    why: str,
+    method: str,
+    path: bytes,
+    headers: list[tuple[bytes, bytes]],
+    peer: tuple[str, int],
+) -> None:
+    app = app_for(tmp_path)
+    scope = scope_of(method, path, [(b"host", b"a.example"), *headers], peer)
+    for _ in range(2):
+        await whole_path(app, dict(scope))
+    assert app._settled(dict(scope)) is None, why
+
+
+async def test_a_trusted_peers_forwarded_headers_settle_like_the_whole_path(
+    tmp_path: Path,
+) -> None:
+    """From a trusted proxy X-Forwarded-For is kept: the short path keeps it too."""
+    app = app_for(tmp_path)
+    headers = [(b"host", b"a.example"), (b"x-forwarded-for", b"203.0.113.9"), *COOKIE]
+    scope = scope_of("GET", b"/api/protected/x", headers, PEERS[1])
+    whole = await whole_path(app, dict(scope))
+    short = app._settled(dict(scope))
+    assert isinstance(whole, dict) and short is not None
+    assert comparable(short) == comparable(whole)
+    assert (b"x-forwarded-for", b"203.0.113.9") in short["headers"]
+
+
+async def test_audited_allows_and_lockouts_are_never_settled(tmp_path: Path) -> None:
+    """With allows audited, or a failed-auth lockout to consult, every request
+    takes the whole path: the short path records and consults nothing."""
+    for extra in ("[audit]\nallows = true\n", '[protection]\nfailed_auth = "5/minute per ip"\n'):
+        policy = load_policy(write_policy(tmp_path, POLICY + extra))
+        app = EdgeAuth(echo_app, policy=policy, audit=RecordingAudit())
+        scope = scope_of("GET", b"/api/protected/x", [(b"host", b"a"), *COOKIE], PEERS[0])
+        for _ in range(2):
+            assert isinstance(await whole_path(app, dict(scope)), dict)
+        assert app._settled(dict(scope)) is None, extra
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_repeated_request_sees_a_revocation_at_once(tmp_path: Path) -> None:
+    """Settled requests still consult the revocation list: revoking the subject
+    turns the very next repeat into 401 revoked."""
+    app = app_for(tmp_path)
+    cookie = [("cookie", f"session={USER}")]
+    for _ in range(3):
+        assert (await call(app, raw_path=b"/api/protected/x", headers=cookie)).status == 200
+    await revoke(app.policy, subject="alice", before=time.time() + 1)
+    r = await call(app, raw_path=b"/api/protected/x", headers=cookie)
+    assert (r.status, r.json()["code"]) == (401, "revoked")
+
+
+async def test_a_repeated_request_expires_with_its_token(tmp_path: Path) -> None:
+    """A cached token past its exp is no longer settled: the repeat is 401."""
+    clock = Clock()
+    app = app_for(tmp_path, clock=clock)
+    token = session_token("alice", ("user",), lifetime=60)
+    cookie = [("cookie", f"session={token}")]
+    for _ in range(3):
+        assert (await call(app, raw_path=b"/api/protected/x", headers=cookie)).status == 200
+    clock.now += 3600
+    r = await call(app, raw_path=b"/api/protected/x", headers=cookie)
+    assert (r.status, r.json()["code"]) == (401, "invalid_token")
+
+
+async def test_a_repeated_request_cannot_smuggle_an_identity_header(tmp_path: Path) -> None:
+    """After the same request settled, adding a spoofed identity header still
+    gets it stripped: the app sees exactly one, verified, copy."""
+    app = app_for(tmp_path)
+    cookie = [("cookie", f"session={USER}")]
+    for _ in range(3):
+        await call(app, raw_path=b"/api/protected/x", headers=cookie)
+    spoofed = [*cookie, ("x-user-id", "mallory"), ("x-user-role", "admin")]
+    r = await call(app, raw_path=b"/api/protected/x", headers=spoofed)
+    seen = [tuple(h) for h in r.json()["headers"]]
+    assert [v for n, v in seen if n == "x-user-id"] == ["alice"]
+    assert [v for n, v in seen if n == "x-user-role"] == ["user"]
+
+
+async def test_a_withheld_credential_stays_withheld_when_settled(tmp_path: Path) -> None:
+    """forward_credential = false: the repeated, settled request reaches the app
+    without its Authorization header, like the first."""
+    app = app_for(tmp_path)
+    bearer = [("authorization", f"Bearer {SERVICE}")]
+    for _ in range(3):
+        r = await call(app, raw_path=b"/svc/x", headers=bearer)
+        assert r.status == 200
+        names = [n for n, _ in r.json()["headers"]]
+        assert "authorization" not in names and "x-user-id" in names
+
+
+async def test_a_settled_request_reaches_the_app_as_authorized(tmp_path: Path) -> None:
+    """The app gets the canonical path, the identity and a fresh request id each time."""
+    seen: list[dict[str, Any]] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.append(scope)
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    guarded_app = guarded(tmp_path, POLICY, app=app)
+    for _ in range(3):
+        r = await call(guarded_app, raw_path=b"/api/protected/a/../x", headers=[*_str(COOKIE)])
+        assert r.status == 204
+    assert [s["path"] for s in seen] == ["/api/protected/x"] * 3
+    assert all(s["edgeauth"].subject == "alice" for s in seen)
+    assert len({s["edgeauth.request_id"] for s in seen}) == 3
+
+
+def _str(headers: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    return [(n.decode(), v.decode()) for n, v in headers]
+
+
+async def test_an_identity_that_cannot_be_sent_is_refused_on_every_repeat(tmp_path: Path) -> None:
+    """A verified token whose subject cannot go into a header (a control
+    character) is cached like any other; its repeats are still 401."""
+    app = app_for(tmp_path)
+    cookie = [("cookie", f"session={session_token('bob' + chr(1), ('user',))}")]
+    for _ in range(3):
+        r = await call(app, raw_path=b"/api/protected/x", headers=cookie)
+        assert (r.status, r.json()["code"]) == (401, "invalid_token")
+
+
+async def test_identity_required_on_a_settled_request_is_edgeauths_401(tmp_path: Path) -> None:
+    """An app that needs an identity on a public route, asked again and again
+    (settled after the first), answers edgeauth's 401 JSON each time."""
+
+    async def needs_identity(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        raise IdentityRequired
+
+    app = guarded(tmp_path, POLICY, app=needs_identity)
+    for _ in range(3):
+        r = await call(app, raw_path=b"/public/x")
+        assert (r.status, r.json()["code"]) == (401, "missing_credentials")
+        assert r.header("www-authenticate") == 'Bearer realm="edgeauth"'
+
+
+async def test_headers_in_a_tuple_are_decided_the_whole_way(tmp_path: Path) -> None:
+    """A server handing the headers as a tuple (not a list): still decided, the
+    identity still added."""
+    app = app_for(tmp_path)
+    scope = scope_of("GET", b"/api/protected/x", [(b"host", b"a"), *COOKIE], PEERS[0])
+    scope["headers"] = tuple(scope["headers"])
+    for _ in range(2):
+        await whole_path(app, dict(scope))
+    assert app._settled(dict(scope)) is None
+    inner = await whole_path(app, dict(scope))
+    assert isinstance(inner, dict) and (b"x-user-id", b"alice") in inner["headers"]
+
+
+async def test_a_malformed_scope_is_the_documented_500(tmp_path: Path) -> None:
+    """A scope without a method cannot be read: the whole path answers 500
+    internal_error, the short path does not raise."""
+    app = app_for(tmp_path)
+    scope = scope_of("GET", b"/public/x", [(b"host", b"a")], PEERS[0])
+    del scope["method"]
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, nothing, send)
+    assert sent[0]["status"] == 500
+    assert b'"internal_error"' in sent[1]["body"]
