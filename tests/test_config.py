@@ -336,6 +336,16 @@ def test_bad_credential_places(tmp_path: Path) -> None:
     assert "authenticators.session.from[2]" in locations
 
 
+@pytest.mark.parametrize("place", ["cookie:a b", "cookie:session=x", "cookie:a;b", "header:x api"])
+def test_a_place_name_must_be_a_token(tmp_path: Path, place: str) -> None:
+    """A cookie or header name that no request can carry (spaces, '=', ';') is
+    a load error naming the key, not a place that silently never matches."""
+    text = JWT.replace('from = "cookie:session"', f'from = "{place}"')
+    text += '[[rules]]\nmatch = "/**"\nauthenticate = ["session"]\n'
+    found = [e for e in errors_of(tmp_path, text) if e[0] == "authenticators.session.from"]
+    assert found and "RFC 9110 token" in found[0][2], found
+
+
 def test_forward_auth_section(tmp_path: Path) -> None:
     """[forward_auth] takes a path, a dialect and the gateways' addresses."""
     base = '\n[[rules]]\nmatch = "/**"\npublic = true\n'

@@ -68,6 +68,8 @@ class EdgeAuth:
         if clock is not None:
             kwargs["clock"] = clock
         self.engine = Engine(self.policy, **kwargs)
+        # Requests whose app response the engine watches never take the short path.
+        self._settles = not self.engine.watches_upstream
         # A Starlette/FastAPI app wrapped directly: its own error middleware would
         # turn IdentityRequired into a 500 before it reached us.
         add_handler = getattr(app, "add_exception_handler", None)
@@ -81,7 +83,7 @@ class EdgeAuth:
             await self.app(scope, receive, send)
             return
         inner = None
-        if scope["type"] == "http" and not self.engine.watches_upstream:
+        if self._settles and scope["type"] == "http":
             try:
                 inner = self._settled(scope)
             except Exception:  # a malformed scope: the whole path answers it

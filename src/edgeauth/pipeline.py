@@ -207,8 +207,10 @@ class Engine:
         (path, raw), rule = found
         if rule is None or not rule.settles:
             return None
-        if not rule.sources:  # no authenticator: anonymous
+        if not rule.sources or (rule.public and not fields):  # anonymous
             return Allow(self._ids(), rule.id, path.decoded, raw)
+        if not fields:  # no credential: evaluate() answers the 401
+            return None
         source = rule.sources[0]
         try:
             credential = _read(source, fields)
@@ -718,18 +720,17 @@ def _cookie(headers: tuple[str, ...], name: str) -> str | None:
     """The value of the credential cookie ``name`` (RFC 6265 §5.4), unquoted;
     None when absent or empty (a signed-out cookie is no credential). Sent twice
     with different values it is ambiguous (servers disagree on which one wins)
-    and refused. Other cookies are the app's business: they are not parsed."""
+    and refused. Only headers that mention ``name`` are split into pairs; the
+    other cookies are the app's business."""
     found: str | None = None
     for header in headers:
         if name not in header:
             continue
-        if ";" in header:  # several pairs: only those named ``name`` are looked at
-            pattern = _COOKIE_PATTERNS.get(name) or _cookie_pattern(name)
-            values = [match[1] for match in pattern.finditer(header)]
-        else:
-            key, eq, value = header.partition("=")
-            values = [value] if eq and key.strip() == name else []
-        for value in values:
+        for pair in header.split(";") if ";" in header else (header,):
+            # Spaces around the name are allowed (str.strip's whitespace).
+            key, eq, value = pair.partition("=")
+            if not eq or key.strip() != name:
+                continue
             value = value.strip()
             if len(value) >= 2 and value[0] == value[-1] == '"':
                 value = value[1:-1]
@@ -740,17 +741,6 @@ def _cookie(headers: tuple[str, ...], name: str) -> str | None:
             elif found != value:
                 raise BadRequest(f"cookie {name!r} sent twice with different values")
     return found
-
-
-def _cookie_pattern(name: str) -> re.Pattern[str]:
-    """A cookie pair named ``name``: from the start or a ';', spaces allowed
-    around the name (as ``str.strip`` allows them), the value up to the next ';'."""
-    pattern = re.compile(r"(?:^|;)\s*" + re.escape(name) + r"\s*=([^;]*)")
-    _COOKIE_PATTERNS[name] = pattern  # names come from the policy: few, fixed
-    return pattern
-
-
-_COOKIE_PATTERNS: dict[str, re.Pattern[str]] = {}
 
 
 _HOST = re.compile(r"(?:[a-z0-9-]+(?:\.[a-z0-9-]+)*\.?|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?")
