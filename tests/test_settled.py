@@ -461,3 +461,20 @@ async def test_a_malformed_scope_is_the_documented_500(tmp_path: Path) -> None:
     await app(scope, nothing, send)
     assert sent[0]["status"] == 500
     assert b'"internal_error"' in sent[1]["body"]
+
+
+@pytest.mark.parametrize("value", ["text/html", None, memoryview(b"text/html")])
+async def test_a_header_value_that_is_not_bytes_is_refused_like_the_first_time(
+    tmp_path: Path, value: Any
+) -> None:
+    """A scope whose header value is not bytes (another middleware's mistake)
+    is the whole path's 500, also after the same request without it settled."""
+    app = app_for(tmp_path)
+    fields = [(b"host", b"a"), *COOKIE, (b"accept", b"application/json")]
+    good = scope_of("GET", b"/api/protected/x", fields, PEERS[0])
+    for _ in range(2):
+        assert isinstance(await whole_path(app, dict(good)), dict)
+    assert app._settled(dict(good)) is not None
+    bad = dict(good, headers=[*fields[:-1], (b"accept", value)])
+    assert app._settled(dict(bad)) is None
+    assert await whole_path(app, dict(bad)) == 500

@@ -184,7 +184,7 @@ class Engine:
         fields: dict[str, tuple[str, ...]] = {}
         for name, value in headers:
             key = keys.get(name)
-            if not key:  # stripped, or a name not classified yet
+            if not key or type(value) is not bytes:  # stripped, not classified yet, malformed
                 return None
             if key == "cookie" or key == "authorization":
                 text = value.decode() if value.isascii() else value.decode("latin-1")
