@@ -194,7 +194,7 @@ class Bench:
             argv.append("--factory")
         return self.spawn(name, argv, env)
 
-    def nginx(self, name: str, conf_body: str, core: str) -> Server:
+    def nginx(self, name: str, conf_body: str, core: str, http_extra: str = "") -> Server:
         port = free_port()
         folder = self.work / name
         folder.mkdir()
@@ -205,6 +205,7 @@ class Bench:
             "http {\n access_log off;\n"
             f" client_body_temp_path {folder}/body; proxy_temp_path {folder}/proxy;\n"
             f" fastcgi_temp_path {folder}/fcgi; uwsgi_temp_path {folder}/uwsgi; scgi_temp_path {folder}/scgi;\n"
+            f"{http_extra}"
             f" server {{\n  listen 127.0.0.1:{port};\n{conf_body}\n }}\n}}\n"
         )
         argv = ["nginx", "-p", str(folder), "-c", str(conf), "-g", "daemon off; master_process off;"]
@@ -425,8 +426,11 @@ def run(bench: Bench, work: Path, args: argparse.Namespace) -> int:
             "upstream", '  location / { default_type application/json; return 200 \'{"ok":true}\'; }', LOAD_CORE
         )
         upstream_url = f"http://127.0.0.1:{upstream.port}"
-        bench.nginx("nginx_proxy", f"  location / {{ proxy_pass {upstream_url}; proxy_http_version 1.1;"
-                    " proxy_set_header Connection \"\"; }", SERVER_CORE)
+        # Kept-alive connections to the upstream, as docs/deploy/nginx.conf has them:
+        # without an upstream block nginx opens a connection per request.
+        bench.nginx("nginx_proxy", "  location / { proxy_pass http://app; proxy_http_version 1.1;"
+                    " proxy_set_header Connection \"\"; }", SERVER_CORE,
+                    http_extra=f" upstream app {{ server 127.0.0.1:{upstream.port}; keepalive 32; }}\n")
         env_proxy = {**env, "BENCH_UPSTREAM": upstream_url}
         bench.uvicorn("bare_proxy", "bench.bare_proxy:app", env_proxy)
         scenarios += [

@@ -58,15 +58,18 @@ def raw_request(case: Attack) -> RawRequest:
 
 
 async def run(case: Attack, guarded: Guarded) -> None:
-    """Send ``case`` through the middleware; check the answer and what the app saw."""
+    """Send ``case`` through the middleware twice; check each answer and what
+    the app saw. The second time every memo and the token cache have seen the
+    request: it is the short path's (``Engine.settled``) chance to answer."""
     expected = case.expected("middleware")
-    guarded.recorder.seen.clear()
-    guarded.audit.events.clear()
-    response = await call(guarded.app, raw_request(expected))
-    seen = guarded.recorder.seen
-    assert len(seen) <= 1
-    check(expected, response, seen[0] if seen else None)
-    check_safe(expected, response, answered_by_edgeauth=not seen, audit=guarded.audit.events)
+    for _ in range(2):
+        guarded.recorder.seen.clear()
+        guarded.audit.events.clear()
+        response = await call(guarded.app, raw_request(expected))
+        seen = guarded.recorder.seen
+        assert len(seen) <= 1
+        check(expected, response, seen[0] if seen else None)
+        check_safe(expected, response, answered_by_edgeauth=not seen, audit=guarded.audit.events)
 
 
 @pytest.mark.parametrize("case", ALL, ids=case_id)
