@@ -6,6 +6,7 @@ are left to it; and the invariants hold on the repeated requests it serves."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from pathlib import Path
@@ -478,3 +479,15 @@ async def test_a_header_value_that_is_not_bytes_is_refused_like_the_first_time(
     bad = dict(good, headers=[*fields[:-1], (b"accept", value)])
     assert app._settled(dict(bad)) is None
     assert await whole_path(app, dict(bad)) == 500
+
+
+async def test_a_policy_that_watches_upstream_statuses_settles_nothing(tmp_path: Path) -> None:
+    """Where the app's 401s are counted, every allowed request must be watched:
+    none takes the short path, whichever rule counts them."""
+    policy = load_policy(write_policy(tmp_path, POLICY))
+    watching = dataclasses.replace(policy, upstream_401_rules=frozenset({"service"}))
+    app = EdgeAuth(echo_app, policy=watching)
+    scope = scope_of("GET", b"/api/protected/x", [(b"host", b"a"), *COOKIE], PEERS[0])
+    for _ in range(2):
+        assert isinstance(await whole_path(app, dict(scope)), dict)
+    assert app._settled(dict(scope)) is None

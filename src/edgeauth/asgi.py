@@ -23,6 +23,7 @@ __all__ = [
     "decide",
     "raw_path",
     "send_rendered",
+    "settling_fields",
     "view_from_scope",
     "withhold_credentials",
 ]
@@ -44,9 +45,7 @@ def view_from_scope(scope: Scope, policy: Policy) -> tuple[RequestView, list[tup
     is removed, the headers returned are the scope's own list: callers build
     new lists rather than change it.
     """
-    client = scope.get("client")
-    peer = client[0] if client else None
-    trusted = policy.trusts(peer) if policy.server.trusted_proxies else False
+    peer, trusted = _peer(scope, policy)
     # One pass: find identity headers in every spelling (and, from untrusted
     # peers, X-Forwarded-* and Forwarded, which frameworks reading a CGI-style
     # environ also take in their X_Forwarded_Host spelling), and index the rest.
@@ -92,6 +91,49 @@ def view_from_scope(scope: Scope, policy: Policy) -> tuple[RequestView, list[tup
         websocket,
     )
     return view, headers
+
+
+def settling_fields(scope: Scope, policy: Policy) -> dict[str, tuple[str, ...]] | None:
+    """What :meth:`Engine.settled <edgeauth.pipeline.Engine.settled>` reads of
+    an ASGI request: its Cookie and Authorization values, and its Host when a
+    rule is for some hosts only; None when the request needs
+    :func:`view_from_scope` (and the whole path) instead.
+
+    That is when a header is to be stripped (in any spelling, or
+    ``X-Forwarded-*`` from an untrusted peer) or has a name not classified
+    yet, when Host comes twice, when there is an Origin (CORS and CSRF read
+    it), or when the headers are not a list of byte pairs.
+    """
+    headers = scope["headers"]
+    if type(headers) is not list:
+        return None
+    keys = policy.identity.keys[0 if _peer(scope, policy)[1] else 1]
+    fields: dict[str, tuple[str, ...]] = {}
+    host: bytes | None = None
+    for name, value in headers:
+        key = keys.get(name)
+        if not key or type(value) is not bytes:  # stripped, not classified yet, malformed
+            return None
+        if key == "cookie" or key == "authorization":
+            text = value.decode() if value.isascii() else value.decode("latin-1")
+            previous = fields.get(key)
+            fields[key] = (text,) if previous is None else (*previous, text)
+        elif key == "host":
+            if host is not None:
+                return None
+            host = value
+        elif key == "origin":
+            return None
+    if host is not None and policy.rules.needs_host:  # else no rule reads it
+        fields["host"] = (host.decode("latin-1"),)  # Latin-1, as the view decodes it
+    return fields
+
+
+def _peer(scope: Scope, policy: Policy) -> tuple[str | None, bool]:
+    """The peer's address, and whether it is one of ``[server] trusted_proxies``."""
+    client = scope.get("client")
+    peer = client[0] if client else None
+    return peer, policy.trusts(peer) if policy.server.trusted_proxies else False
 
 
 async def decide(

@@ -37,7 +37,7 @@ from typing import Any
 from .asgi import Receive, Scope, Send, send_rendered
 from .audit import AuditSink, LoggingAuditSink
 from .forwarded import client_address
-from .headers import HOP_BY_HOP, normalize_name
+from .headers import HOP_BY_HOP, is_token, normalize_name
 from .memo import remember
 from .model import (
     Allow,
@@ -96,7 +96,6 @@ _GATEWAY = frozenset(
         *HOP_BY_HOP,
     }
 )
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 §5.6.2 (a method)
 # What str.strip() removes from a Latin-1 value, for stripping it undecoded.
 _SPACE = bytes(c for c in range(256) if chr(c).isspace())
 _MEMO_NAME_BYTES = 64
@@ -379,7 +378,7 @@ class ForwardAuthApp:
         """A method header's value as a method name (upper case), or "" when it
         is not a token; memoized (bounded)."""
         text = sent.decode("latin-1").strip()
-        method = text.upper() if _TOKEN.fullmatch(text) else ""
+        method = text.upper() if is_token(text) else ""
         if len(sent) <= _MEMO_NAME_BYTES:
             remember(self._methods, sent, method)
         return method

@@ -84,9 +84,15 @@ def header_map(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, tuple[str, ...]]
     return out
 
 
+def is_token(text: str) -> bool:
+    """RFC 9110 §5.6.2: what a method, a header name and a cookie name (RFC 6265
+    §4.1.1) may hold: letters, digits and ``!#$%&'*+-.^_`|~``."""
+    return _TOKEN.fullmatch(text) is not None
+
+
 def validate_header_name(name: str, purpose: str = "carry identity") -> str:
     """Normalize a configured header name; ValueError saying what was expected."""
-    if not _TOKEN.fullmatch(name):
+    if not is_token(name):
         raise ValueError(f"expected a header name (letters, digits, '-'), got {name!r}")
     lowered = name.lower()
     if lowered in RESERVED:

@@ -7,7 +7,8 @@ and ``scope["raw_path"]`` rewritten to exactly the path that was authorized,
 and the verified identity in ``scope["edgeauth"]`` (None when anonymous).
 
 A repeated allowed request with a cached credential (most of the traffic) is
-decided without the view: one pass over the headers, then
+decided without the view: one pass over the headers
+(:func:`~edgeauth.asgi.settling_fields`), then
 :meth:`~edgeauth.pipeline.Engine.settled`, which answers only when
 ``evaluate`` would allow it the same way; everything else takes the whole path.
 """
@@ -27,6 +28,7 @@ from .asgi import (
     Send,
     decide,
     send_rendered,
+    settling_fields,
     withhold_credentials,
 )
 from .audit import AuditSink
@@ -68,8 +70,6 @@ class EdgeAuth:
         if clock is not None:
             kwargs["clock"] = clock
         self.engine = Engine(self.policy, **kwargs)
-        # Requests whose app response the engine watches never take the short path.
-        self._settles = not self.engine.watches_upstream
         # A Starlette/FastAPI app wrapped directly: its own error middleware would
         # turn IdentityRequired into a 500 before it reached us.
         add_handler = getattr(app, "add_exception_handler", None)
@@ -83,7 +83,7 @@ class EdgeAuth:
             await self.app(scope, receive, send)
             return
         inner = None
-        if self._settles and scope["type"] == "http":
+        if scope["type"] == "http":
             try:
                 inner = self._settled(scope)
             except Exception:  # a malformed scope: the whole path answers it
@@ -107,21 +107,14 @@ class EdgeAuth:
     def _settled(self, scope: Scope) -> Scope | None:
         """The app's scope for the common allowed request, when
         :meth:`Engine.settled <edgeauth.pipeline.Engine.settled>` can decide it
-        from the header fields as received; None: the whole path decides."""
+        from the few header fields it reads; None: the whole path decides."""
         method = scope["method"]
         raw = scope.get("raw_path")
-        headers = scope["headers"]
         if (method != "GET" and method != "HEAD") or type(raw) is not bytes:
             return None
-        if type(headers) is not list:
-            return None
-        policy = self.policy
-        trusted = False
-        if policy.server.trusted_proxies:
-            client = scope.get("client")
-            trusted = policy.trusts(client[0] if client else None)
-        allow = self.engine.settled(method, raw, headers, trusted)
-        return None if allow is None else self._inner_scope(scope, allow, headers)
+        fields = settling_fields(scope, self.policy)
+        allow = None if fields is None else self.engine.settled(method, raw, fields)
+        return None if allow is None else self._inner_scope(scope, allow, scope["headers"])
 
     def _closing(self, send: Send) -> Send:
         """Release the policy's connections (Redis, JWKS) when the app shuts down."""

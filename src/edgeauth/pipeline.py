@@ -132,7 +132,10 @@ class Engine:
         self._routes: dict[tuple[str, str, bytes], tuple[_Route, Rule | None]] = {}
         self.watches_upstream = bool(policy.upstream_401_rules)
         """Whether :meth:`upstream_response` does anything for this policy."""
-        self._settles = policy.failed_auth is None and not policy.audit_allows
+        # settled() answers nothing for a policy that records or watches allowed requests.
+        self._settles = (
+            policy.failed_auth is None and not policy.audit_allows and not self.watches_upstream
+        )
 
     async def evaluate(self, view: RequestView) -> Outcome:
         """Decide ``view``; never raises."""
@@ -154,70 +157,50 @@ class Engine:
         return outcome
 
     def settled(
-        self, method: str, raw_path: bytes, headers: list[tuple[bytes, bytes]], trusted: bool
+        self, method: str, raw_path: bytes, fields: Mapping[str, tuple[str, ...]]
     ) -> Allow | None:
         """The :class:`Allow` that :meth:`evaluate` would answer, when it is one
         that needs no waiting and nothing recorded: the front-ends' common
-        request, decided from its header fields as received, without a
-        :class:`RequestView`. None means "call :meth:`evaluate`", never "refused".
+        request, decided without a :class:`RequestView`. None means "call
+        :meth:`evaluate`", never "refused".
 
         The caller vouches for a GET or HEAD that is not a WebSocket upgrade,
-        and says whether the peer is a trusted proxy. Everything else is checked
-        here, and anything unusual is left to :meth:`evaluate`: the policy (no
-        failed-auth lockout, allows not audited); the route (remembered by
-        :meth:`evaluate` before); the rule (:attr:`~edgeauth.policy.Rule.settles`);
-        the headers (every name one :func:`~edgeauth.asgi.view_from_scope` has
-        seen and keeps, Host at most once, no Origin); the credential (a
-        verified-token cache hit; none on a public rule); the revocation list
-        (fresh, the identity not on it) and the rule's requirements. Each step
-        is the one :meth:`evaluate` takes for such a request.
+        whose headers need nothing stripped, carry Host at most once and no
+        Origin; ``fields`` holds its Cookie and Authorization values, and its
+        Host when a rule is for some hosts only
+        (:func:`~edgeauth.asgi.settling_fields`). Everything else is checked
+        here: the policy (no failed-auth lockout, allows not audited, no
+        upstream status watched); the route (remembered by :meth:`evaluate`
+        before); the rule (:attr:`~edgeauth.policy.Rule.settles`); the
+        credential (a verified-token cache hit, or none on a public rule); the
+        revocation list (fresh, the identity not on it) and the rule's
+        requirements. Each step is the one :meth:`evaluate` takes for such a
+        request; what it would answer otherwise is left to it.
         """
         if not self._settles:
             return None
-        needs_host = self.policy.rules.needs_host
-        found = None if needs_host else self._routes.get((method, "", raw_path))
-        if not needs_host and (found is None or found[1] is None or not found[1].settles):
-            return None
-        # One pass: nothing to strip, and the few fields the decision reads.
-        keys = self.policy.identity.keys[0 if trusted else 1]
-        host: bytes | None = None
-        fields: dict[str, tuple[str, ...]] = {}
-        for name, value in headers:
-            key = keys.get(name)
-            if not key or type(value) is not bytes:  # stripped, not classified yet, malformed
-                return None
-            if key == "cookie" or key == "authorization":
-                text = value.decode() if value.isascii() else value.decode("latin-1")
-                previous = fields.get(key)
-                fields[key] = (text,) if previous is None else (*previous, text)
-            elif key == "host":
-                if host is not None:
-                    return None
-                host = value
-            elif key == "origin":
-                return None
-        if needs_host:
+        host = ""
+        if self.policy.rules.needs_host:
+            hosts = fields.get("host")
             try:
-                hostname = _host_name(None if host is None else host.decode("latin-1"))
+                host = _host_name(hosts[0] if hosts else None)
             except BadRequest:
                 return None
-            found = self._routes.get((method, hostname, raw_path))
+        found = self._routes.get((method, host, raw_path))
         if found is None:
             return None
         (path, raw), rule = found
         if rule is None or not rule.settles:
             return None
-        if not rule.sources or (rule.public and not fields):  # anonymous
+        if not rule.sources:  # no authenticator: anonymous
             return Allow(self._ids(), rule.id, path.decoded, raw)
-        if not fields:  # no credential: evaluate() answers the 401
-            return None
         source = rule.sources[0]
         try:
             credential = _read(source, fields)
         except BadRequest:
             return None
-        if credential is None and rule.public:
-            return Allow(self._ids(), rule.id, path.decoded, raw)
+        if credential is None:  # anonymous where that is allowed; else evaluate()'s 401
+            return Allow(self._ids(), rule.id, path.decoded, raw) if rule.public else None
         if not credential:
             return None
         now = self._clock()

@@ -54,7 +54,8 @@ class Rule:
     """Whether an allowed request's decision can be settled from the route and
     at most one cached credential (see :meth:`edgeauth.pipeline.Engine.settled`):
     the rule reads no place or one, a cookie or the Bearer token, and has no
-    CORS, rate limit, body limit or upstream-401 counting."""
+    CORS, rate limit or body limit. (Upstream-401 counting is the engine's to
+    rule out: it watches every allowed request of such a policy.)"""
     _per_scope: dict[str, tuple[Limit, ...]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -67,7 +68,6 @@ class Rule:
             and self.cors is None
             and not self.limits
             and self.max_body is None
-            and not self.count_upstream_401
         )
         object.__setattr__(self, "settles", settles)
         per_scope: dict[str, tuple[Limit, ...]] = {}

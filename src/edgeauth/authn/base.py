@@ -17,19 +17,10 @@ import base64
 import binascii
 from typing import Literal, NamedTuple, Protocol
 
+from ..headers import is_token
 from ..model import Identity
 
 __all__ = ["Authenticator", "CredentialSource", "looks_like_jwt"]
-
-
-_TOKEN_CHARS = frozenset(
-    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-)
-
-
-def _is_token(name: str) -> bool:
-    """RFC 9110 §5.6.2: what a header name, and a cookie name (RFC 6265 §4.1.1), may hold."""
-    return bool(name) and set(name) <= _TOKEN_CHARS
 
 
 class CredentialSource(NamedTuple):
@@ -51,7 +42,7 @@ class CredentialSource(NamedTuple):
         if text == "bearer":
             return cls("bearer")
         kind, sep, name = text.partition(":")
-        if sep and name and kind in ("cookie", "header") and not _is_token(name):
+        if sep and name and kind in ("cookie", "header") and not is_token(name):
             raise ValueError(
                 f"a {kind} name is letters, digits and !#$%&'*+-.^_`|~ (RFC 9110 token),"
                 f" got {name!r} in {text!r}"
