@@ -17,7 +17,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgeauth.audit import LoggingAuditSink, encode_event, fingerprint
+from edgeauth.audit import (
+    DECISION_FIELDS,
+    LoggingAuditSink,
+    decision_line,
+    encode_event,
+    fingerprint,
+)
 from edgeauth.model import Code
 
 from .helpers import API_KEY, SECRET, SEED_POLICY, call, guarded, session_token
@@ -607,3 +613,112 @@ def test_decision_events_of_one_shape_encode_like_json_dumps(values: list[Any]) 
     1.0 after 1, a code after its text), each line is what ``json.dumps`` writes."""
     event = dict(zip(_DECISION_KEYS, values, strict=True))
     assert encode_event(event) == json.dumps(event, separators=(",", ":"))
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    st.lists(_SCALARS, min_size=len(_DECISION_KEYS), max_size=len(_DECISION_KEYS)),
+    st.lists(st.sampled_from(range(2, len(_DECISION_KEYS))), max_size=3),
+    _SCALARS,
+)
+def test_decision_lines_are_what_json_dumps_writes(
+    values: list[Any], changed: list[int], other: Any
+) -> None:
+    """``decision_line`` writes what ``json.dumps`` of the event writes, also
+    when its remembered parts are found again: the same values twice, then
+    with some changed to another value (True where 1 was, 1.0 where 1 was, a
+    code where its text was)."""
+    for i in changed:
+        candidate = [*values]
+        candidate[i] = other
+        for row in (values, candidate, candidate):
+            event = dict(zip(DECISION_FIELDS, row, strict=True))
+            assert decision_line(tuple(row)) == json.dumps(event, separators=(",", ":"))
+    for row in (values, values):
+        event = dict(zip(DECISION_FIELDS, row, strict=True))
+        assert decision_line(tuple(row)) == json.dumps(event, separators=(",", ":"))
+
+
+def test_decision_lines_tell_equal_values_of_other_types_apart() -> None:
+    """A value equal to one whose line was remembered, but of another type (1
+    and True, 403 and 403.0, a code and its text), in any field: still the
+    line ``json.dumps`` writes for it."""
+    base = ["2026-12-06T17:00:00Z", "ab", "GET", "/x", "r", "deny", "csrf", 403]
+    base += [None, None, "::1", None, None, None]
+    pairs = [(1, True), (0, False), (1, 1.0), (403, 403.0), ("csrf", Code.CSRF), (2, "2")]
+    for i in range(2, len(base)):
+        for first, then in pairs:
+            for value in (first, then, first, then):
+                row = [*base]
+                row[i] = value
+                event = dict(zip(DECISION_FIELDS, row, strict=True))
+                assert decision_line(tuple(row)) == json.dumps(event, separators=(",", ":"))
+
+
+def test_decision_lines_of_the_engine_shape_are_what_json_dumps_writes() -> None:
+    """The engine's own values (a time, a fresh request id, a status, strings
+    and None), over and over with a few of them changing: the same line as
+    ``json.dumps``, and the shape's keys in DESIGN.md's order."""
+    assert list(DECISION_FIELDS) == _DECISION_KEYS
+    seen = set()
+    for n in range(3000):
+        values = (
+            f"2026-12-06T17:0{n % 3}:00Z",
+            f"{n:016x}",
+            ("GET", "HEAD", "POST")[n % 3],
+            ("/api/x", '/a"b\\c', "/\u00e9", "/x\x01")[n % 4],
+            ("api", None)[n % 2],
+            ("deny", "allow")[n % 2],
+            (Code.MISSING_CREDENTIALS, "missing_credentials", None)[n % 3],
+            (401, 200, 302, 100, 599, 600, 7)[n % 7],
+            (None, "credential revoked")[n % 2],
+            (None, "alice", "b\u00f6b")[n % 3],
+            ("127.0.0.1", "::1", None)[n % 3],
+            (None, "session")[n % 2],
+            None,
+            (None, "930bbdc51b6a")[n % 2],
+        )
+        line = decision_line(values)
+        event = dict(zip(DECISION_FIELDS, values, strict=True))
+        assert line == json.dumps(event, separators=(",", ":"))
+        seen.add(line[line.index(',"method"') :])
+    assert 50 < len(seen) < 300  # distinct parts after the request id, each met many times
+
+
+async def test_audit_file_decisions_are_the_lines_of_their_events_and_fall_back_as_events(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``emit_decision`` writes the line ``emit`` writes for the same event, in
+    order with other events; while the file cannot be written, the logger gets
+    each decision as its event (the keys and values)."""
+    from edgeauth.audit import FileAuditSink
+
+    values = ("2026-12-06T17:00:00Z", "ab", "GET", "/x", "r", "deny", "csrf", 403)
+    values += (None, "alice", "::1", "session", None, "930bbdc51b6a")
+    event = dict(zip(DECISION_FIELDS, values, strict=True))
+    sink = FileAuditSink(tmp_path / "audit.log")
+    sink.emit_decision(values)
+    sink.emit({"event": "lockout"})
+    sink.emit(event)
+    await turn_until(lambda: (tmp_path / "audit.log").exists())
+    await turn_until(lambda: len((tmp_path / "audit.log").read_text().splitlines()) == 3)
+    first, lockout, again = (tmp_path / "audit.log").read_text().splitlines()
+    assert first == again == json.dumps(event, separators=(",", ":"))
+    assert json.loads(lockout) == {"event": "lockout"}
+    sink.close()
+
+    broken = FileAuditSink(tmp_path / "missing" / "audit.log")
+    with caplog.at_level(logging.INFO):
+        broken.emit_decision(values)
+        broken.emit({"outcome": "deny", "n": 1})
+        await turn_until(lambda: len(audit_lines(caplog)) == 2)
+    assert audit_lines(caplog) == [event, {"outcome": "deny", "n": 1}]
+    broken.close()
+
+
+def test_codes_are_found_as_their_text() -> None:
+    """A code and its text are one key: a memo filled with either finds the other."""
+    assert {Code.REVOKED: 1}["revoked"] == 1
+    assert {"revoked": 1}[Code.REVOKED] == 1
+    assert hash(Code.CSRF) == hash("csrf") and Code.CSRF == "csrf"
+    assert len(set(Code)) == len(Code) == len({c.value for c in Code})

@@ -1,13 +1,16 @@
 """The middleware's short path (``Engine.settled``) answers exactly what the
 whole path answers, and only where it may: for every request below, when it
-settles, the app's scope is the one the whole path builds; the requests it
-must leave to the whole path (anything to strip, refuse, wait for or record)
-are left to it; and the invariants hold on the repeated requests it serves."""
+settles, the app's scope is the one the whole path builds, or the denial is
+the whole path's, audited alike; the requests it must leave to the whole path
+(anything to strip, refuse otherwise, wait for or record) are left to it; and
+the invariants hold on the repeated requests it serves."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import itertools
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,7 @@ import pytest
 from edgeauth import EdgeAuth, load_policy
 from edgeauth.asgi import decide
 from edgeauth.middleware import IdentityRequired
+from edgeauth.model import Denial
 from edgeauth.revocation import revoke
 
 from .helpers import (
@@ -80,6 +84,13 @@ match = "/optsvc/**"
 public = true
 authenticate = ["service"]
 
+[[rules]]
+id = "either"
+match = "/either/**"
+kind = "auto"
+authenticate = ["session"]
+login_url = "/login"
+
 [server]
 trusted_proxies = ["10.0.0.0/8"]
 """
@@ -112,6 +123,8 @@ PATHS = [
     b"/shared/x",
     b"/optional/x",
     b"/optsvc/x",
+    b"/either/x",
+    b"/dashboard/x",
     b"/public/x",
     b"/nowhere",
     b"/api/protected/./a/../x",
@@ -139,6 +152,8 @@ OTHERS: list[list[tuple[bytes, bytes]]] = [
     [(b"host", b"a.example"), (b"x-forwarded-for", b"203.0.113.9")],
     [(b"Host", b"A.EXAMPLE."), (b"User-Agent", b"curl/8")],
     [(b"host", b"not a host name")],
+    [(b"host", b"a.example"), (b"accept", b"text/html"), (b"sec-fetch-mode", b"navigate")],
+    [(b"x-forwarded-for", b"203.0.113.9, 10.0.0.3"), (b"x-forwarded-for", b"10.0.0.2")],
 ]
 METHODS = ["GET", "HEAD", "POST", "OPTIONS"]
 PEERS = [("127.0.0.1", 5000), ("10.0.0.7", 5000)]
@@ -167,8 +182,17 @@ async def nothing() -> dict[str, Any]:
     return {"type": "http.request", "body": b"", "more_body": False}
 
 
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
+
+
 async def whole_path(app: EdgeAuth, scope: dict[str, Any]) -> dict[str, Any] | int:
     """What the whole path makes of ``scope``: the app's scope, or the status answered."""
+    made = await whole_answer(app, scope)
+    return made[0] if isinstance(made, tuple) else made
+
+
+async def whole_answer(app: EdgeAuth, scope: dict[str, Any]) -> dict[str, Any] | Answer:
+    """What the whole path makes of ``scope``: the app's scope, or the answer sent."""
     sent: list[dict[str, Any]] = []
 
     async def send(message: dict[str, Any]) -> None:
@@ -176,7 +200,7 @@ async def whole_path(app: EdgeAuth, scope: dict[str, Any]) -> dict[str, Any] | i
 
     decided = await decide(scope, send, app.policy, app.engine)
     if decided is None:
-        return int(sent[0]["status"])
+        return int(sent[0]["status"]), sent[0]["headers"], sent[1]["body"]
     allow, _, headers = decided
     inner = app._inner_scope(scope, allow, headers)
     # Nothing for the response either (CORS, RateLimit-*), nor a body to bound:
@@ -196,22 +220,68 @@ def app_for(tmp_path: Path, **kwargs: Any) -> EdgeAuth:
     return guarded(tmp_path, POLICY, **kwargs)
 
 
+async def middleware_answer(app: EdgeAuth, scope: dict[str, Any]) -> Answer:
+    """The answer the middleware sends itself (the app is not called)."""
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, nothing, send)
+    return int(sent[0]["status"]), sent[0]["headers"], sent[1]["body"]
+
+
+def same_answer(short: Answer, whole: Answer, short_id: str, whole_id: str) -> None:
+    """Two answers that differ only in their request ids."""
+    assert short_id != whole_id
+    assert short[0] == whole[0]
+    assert short[1] == [(n, short_id.encode() if n == b"x-request-id" else v) for n, v in whole[1]]
+    assert (b"x-request-id", short_id.encode()) in short[1]
+    assert short[2] == whole[2].replace(whole_id.encode(), short_id.encode())
+
+
+def same_event(short: dict[str, Any], whole: dict[str, Any]) -> None:
+    """Two audit events of one decision that differ only in request id (and time)."""
+    ignored = ("request_id", "time")
+    assert {k: v for k, v in short.items() if k not in ignored} == {
+        k: v for k, v in whole.items() if k not in ignored
+    }
+    assert list(short) == list(whole)
+
+
 @pytest.mark.parametrize("policy", [POLICY, HOSTS_POLICY], ids=["any-host", "per-host"])
 async def test_every_settled_request_gets_the_whole_paths_scope(
     tmp_path: Path, policy: str
 ) -> None:
     """Thousands of requests: where the short path answers, its scope for the
-    app equals the whole path's (identity and headers included), and it
-    answers only requests the whole path allows."""
-    app = guarded(tmp_path, policy)
-    settled = left = 0
+    app equals the whole path's (identity and headers included), or its
+    denial is the whole path's answer, audited with the same event."""
+    audit = RecordingAudit()
+    app = guarded(tmp_path, policy, audit=audit)
+    settled = left = denied = 0
     cases = itertools.product(METHODS, PATHS, CREDENTIALS, OTHERS, PEERS)
     for method, path, credentials, others, peer in cases:
         headers = [*others, *credentials]
         scope = scope_of(method, path, headers, peer)
         if NOT_SEEN.encode() not in b"".join(v for _, v in credentials):
             await whole_path(app, dict(scope))  # remembers the route, verifies the token
+        events = len(audit.events)
         short = app._settled(dict(scope))
+        if isinstance(short, Denial):
+            denied += 1
+            assert len(audit.events) == events + 1  # audited once, by the short path
+            answer = await middleware_answer(app, dict(scope))
+            assert len(audit.events) == events + 2
+            whole = await whole_answer(app, dict(scope))
+            assert isinstance(whole, tuple), (method, path, headers, peer, whole)
+            assert len(audit.events) == events + 3
+            first, again, full = audit.events[-3:]
+            same_answer(answer, whole, again["request_id"], full["request_id"])
+            same_event(first, full)
+            same_event(again, full)
+            assert first["request_id"] == short.request_id
+            continue
+        assert len(audit.events) == events  # nothing audited but denials here
         whole = await whole_path(app, dict(scope))
         if short is None:
             left += 1
@@ -222,8 +292,8 @@ async def test_every_settled_request_gets_the_whole_paths_scope(
         assert whole["whole path watches"] is False, (method, path, headers, peer)
         assert short["edgeauth"] is whole["edgeauth"]
         assert short["edgeauth.request_id"] != whole["edgeauth.request_id"]
-    # Both kinds occur: the comparison above is not vacuous either way.
-    assert settled > 100 and left > 1000, (settled, left)
+    # Every kind occurs: the comparisons above are not vacuous.
+    assert settled > 100 and denied > 100 and left > 1000, (settled, denied, left)
 
 
 @pytest.mark.parametrize(
@@ -276,7 +346,15 @@ COOKIE = [(b"cookie", b"session=" + USER.encode())]
         ("a CORS rule", "GET", b"/shared/x", COOKIE, PEERS[0]),
         ("a rule reading three places", "GET", b"/api/v1/x", COOKIE, PEERS[0]),
         ("a role the identity lacks", "GET", b"/api/admin/x", COOKIE, PEERS[0]),
-        ("no credential", "GET", b"/api/protected/x", [], PEERS[0]),
+        ("no credential on a page rule", "GET", b"/dashboard/x", [], PEERS[0]),
+        ("no credential on an auto rule", "GET", b"/either/x", [], PEERS[0]),
+        ("no credential, and a header to strip", "GET", b"/api/protected/x",
+         [(b"x-user-id", b"mallory")], PEERS[0]),
+        ("no credential, and an Origin", "GET", b"/api/protected/x",
+         [(b"origin", b"https://a.example")], PEERS[0]),
+        ("no credential on a rate-limited rule", "GET", b"/limited/x", [], PEERS[0]),
+        ("no credential on a CORS rule", "GET", b"/shared/x", [], PEERS[0]),
+        ("no credential in a POST", "POST", b"/api/protected/x", [], PEERS[0]),
         ("the credential twice, different", "GET", b"/api/protected/x",
          [*COOKIE, (b"cookie", b"session=" + ADMIN.encode())], PEERS[0]),
         ("no rule matches", "GET", b"/nowhere", COOKIE, PEERS[0]),
@@ -285,8 +363,7 @@ COOKIE = [(b"cookie", b"session=" + USER.encode())]
         ("Bearer without a token on an optional rule", "GET", b"/optsvc/x",
          [(b"authorization", b"Bearer")], PEERS[0]),
         ("a path that is refused", "GET", b"/api/protected/%2e%2e/admin", COOKIE, PEERS[0]),
-        ("the other authenticator's place", "GET", b"/api/protected/x",
-         [(b"authorization", b"Bearer " + USER.encode())], PEERS[0]),
+        ("Bearer without a token", "GET", b"/svc/x", [(b"authorization", b"Bearer")], PEERS[0]),
     ],
 )  # fmt: skip
 async def test_what_the_short_path_leaves_to_the_whole_path(
@@ -302,6 +379,66 @@ async def test_what_the_short_path_leaves_to_the_whole_path(
     for _ in range(2):
         await whole_path(app, dict(scope))
     assert app._settled(dict(scope)) is None, why
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers", "peer", "client"),
+    [
+        ("GET", b"/api/protected/x", [], PEERS[0], "127.0.0.1"),
+        ("HEAD", b"/api/protected/./x", [(b"accept", b"text/html")], PEERS[0], "127.0.0.1"),
+        ("GET", b"/api/protected/x", [(b"authorization", b"Bearer " + USER.encode())],
+         PEERS[0], "127.0.0.1"),
+        ("GET", b"/svc/x", [(b"authorization", b"Basic dXNlcjpwYXNz")], PEERS[0], "127.0.0.1"),
+        ("GET", b"/svc/x", [(b"cookie", b"session=" + USER.encode())], PEERS[0], "127.0.0.1"),
+        ("GET", b"/api/protected/x", [(b"x-forwarded-for", b"203.0.113.9")], PEERS[1],
+         "203.0.113.9"),
+    ],
+)  # fmt: skip
+async def test_a_request_without_the_rules_credential_is_denied_on_the_short_path(
+    tmp_path: Path,
+    method: str,
+    path: bytes,
+    headers: list[tuple[bytes, bytes]],
+    peer: tuple[str, int],
+    client: str,
+) -> None:
+    """No credential where an ``api`` rule reads one (none at all, or only in
+    a place the rule does not read): after the first time, the 401 comes from
+    the short path, JSON with its challenge, audited with the client the
+    whole path names (the forwarded one from a trusted proxy)."""
+    audit = RecordingAudit()
+    app = app_for(tmp_path, audit=audit)
+    scope = scope_of(method, path, [(b"host", b"a.example"), *headers], peer)
+    assert app._settled(dict(scope)) is None  # the route is not known yet
+    first = await middleware_answer(app, dict(scope))  # the whole path's
+    denial = app._settled(dict(scope))
+    assert isinstance(denial, Denial) and denial.code == "missing_credentials"
+    again = await middleware_answer(app, dict(scope))
+    same_answer(again, first, audit.events[2]["request_id"], audit.events[0]["request_id"])
+    assert again[0] == 401
+    assert (b"www-authenticate", b'Bearer realm="edgeauth"') in again[1]
+    assert (b"content-type", b"application/json") in again[1]
+    assert json.loads(again[2])["code"] == "missing_credentials"
+    assert [e["client"] for e in audit.events] == [client] * 3
+    assert [e["code"] for e in audit.events] == ["missing_credentials"] * 3
+    assert len({e["request_id"] for e in audit.events}) == 3
+
+
+async def test_the_short_paths_denials_reach_the_audit_file(tmp_path: Path) -> None:
+    """With ``[audit] file``, each settled denial is one line in the file, the
+    same line the whole path writes but for the request id and time."""
+    policy = load_policy(write_policy(tmp_path, POLICY + '[audit]\nfile = "audit.log"\n'))
+    app = EdgeAuth(echo_app, policy=policy)
+    scope = scope_of("GET", b"/api/protected/x", [(b"host", b"a.example")], PEERS[0])
+    for _ in range(3):
+        assert (await middleware_answer(app, dict(scope)))[0] == 401
+    assert isinstance(app._settled(dict(scope)), Denial)
+    await asyncio.sleep(0)  # the file is written on the loop's next turn
+    lines = [json.loads(line) for line in (tmp_path / "audit.log").read_text().splitlines()]
+    assert len(lines) == 4
+    for line in lines[1:]:
+        same_event(line, lines[0])
+    await policy.aclose()
 
 
 async def test_a_trusted_peers_forwarded_headers_settle_like_the_whole_path(

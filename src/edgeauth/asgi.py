@@ -93,10 +93,13 @@ def view_from_scope(scope: Scope, policy: Policy) -> tuple[RequestView, list[tup
     return view, headers
 
 
-def settling_fields(scope: Scope, policy: Policy) -> dict[str, tuple[str, ...]] | None:
+def settling_fields(
+    scope: Scope, policy: Policy
+) -> tuple[dict[str, tuple[str, ...]], str | None] | None:
     """What :meth:`Engine.settled <edgeauth.pipeline.Engine.settled>` reads of
-    an ASGI request: its Cookie and Authorization values, and its Host when a
-    rule is for some hosts only; None when the request needs
+    an ASGI request: its Cookie and Authorization values, its Host when a rule
+    is for some hosts only, and its X-Forwarded-For (kept from a trusted peer
+    only), with the peer's address; None when the request needs
     :func:`view_from_scope` (and the whole path) instead.
 
     That is when a header is to be stripped (in any spelling, or
@@ -107,26 +110,33 @@ def settling_fields(scope: Scope, policy: Policy) -> dict[str, tuple[str, ...]] 
     headers = scope["headers"]
     if type(headers) is not list:
         return None
-    keys = policy.identity.keys[0 if _peer(scope, policy)[1] else 1]
+    peer, trusted = _peer(scope, policy)
+    keys = policy.identity.keys[0 if trusted else 1]
     fields: dict[str, tuple[str, ...]] = {}
     host: bytes | None = None
     for name, value in headers:
         key = keys.get(name)
         if not key or type(value) is not bytes:  # stripped, not classified yet, malformed
             return None
-        if key == "cookie" or key == "authorization":
-            text = value.decode() if value.isascii() else value.decode("latin-1")
-            previous = fields.get(key)
-            fields[key] = (text,) if previous is None else (*previous, text)
-        elif key == "host":
+        if key not in _SETTLING:
+            continue
+        if key == "host":
             if host is not None:
                 return None
             host = value
         elif key == "origin":
             return None
+        else:
+            text = value.decode() if value.isascii() else value.decode("latin-1")
+            previous = fields.get(key)
+            fields[key] = (text,) if previous is None else (*previous, text)
     if host is not None and policy.rules.needs_host:  # else no rule reads it
         fields["host"] = (host.decode("latin-1"),)  # Latin-1, as the view decodes it
-    return fields
+    return fields, peer
+
+
+# The headers settling_fields looks at.
+_SETTLING = frozenset({"cookie", "authorization", "x-forwarded-for", "host", "origin"})
 
 
 def _peer(scope: Scope, policy: Policy) -> tuple[str | None, bool]:

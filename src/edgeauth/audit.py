@@ -23,7 +23,15 @@ from typing import Any, Protocol, cast
 
 from .memo import remember
 
-__all__ = ["AuditSink", "FileAuditSink", "LoggingAuditSink", "encode_event", "fingerprint"]
+__all__ = [
+    "DECISION_FIELDS",
+    "AuditSink",
+    "FileAuditSink",
+    "LoggingAuditSink",
+    "decision_line",
+    "encode_event",
+    "fingerprint",
+]
 
 
 class AuditSink(Protocol):
@@ -103,17 +111,22 @@ def _text(value: object) -> str | None:
 
 
 def _template(event: Mapping[str, Any]) -> list[str] | None:
-    """The line around the values: ``['{"key":', value, ',"key":', value, '}']``
-    with the values left empty, for the event's keys in order; None when a key
-    is not a string or too many shapes are kept already."""
+    """The event's template (:func:`_template_of`), kept for its shape; None
+    when a key is not a string or too many shapes are kept already."""
     keys = tuple(event)
     if len(_TEMPLATES) >= _SHAPES or not all(type(k) is str for k in keys):
         return None
+    template = _TEMPLATES[keys] = _template_of(keys)
+    return template
+
+
+def _template_of(keys: tuple[str, ...]) -> list[str]:
+    """The line around the values: ``['{"key":', value, ',"key":', value, '}']``
+    with the values left empty, for these keys in order."""
     template: list[str] = []
     for i, key in enumerate(keys):
         template += ("{" if i == 0 else ",") + _quote(key) + ":", ""
     template.append("}" if keys else "{}")
-    _TEMPLATES[keys] = template
     return template
 
 
@@ -124,6 +137,92 @@ _TEXT_MEMO_CHARS = 64  # longer strings are escaped every time, not kept
 _TEXTS: dict[str | None, str] = {}
 """String value (and None) -> its JSON text. Bounded (emptied when full, like
 every memo). No number is stored, so ``True`` never finds the text of ``1``."""
+
+
+DECISION_FIELDS = (
+    "time",
+    "request_id",
+    "method",
+    "path",
+    "rule",
+    "outcome",
+    "code",
+    "status",
+    "reason",
+    "subject",
+    "client",
+    "authenticator",
+    "key_id",
+    "fingerprint",
+)
+"""The keys of every decision event (allow or deny), in their order."""
+
+Decision = tuple[Any, ...]
+"""A decision event's values, in the order of :data:`DECISION_FIELDS`."""
+
+
+def decision_line(values: Decision) -> str:
+    """The decision event with these values as one line: exactly
+    ``encode_event(dict(zip(DECISION_FIELDS, values)))``.
+
+    The values after the request id repeat from request to request (the same
+    route, rule, outcome and client), so their part of the line is remembered
+    per values (bounded); the time's part is remembered within its second, and
+    the request id, new every time, is escaped. A time or request id that is
+    not a string, or a status that is not an int, goes to :func:`encode_event`.
+
+    >>> decision_line(("2026-01-02T03:04:05Z", "ab12", "GET", "/x", "api", "deny",
+    ...                "missing_credentials", 401, None, None, "::1", None, None, None))[:74]
+    '{"time":"2026-01-02T03:04:05Z","request_id":"ab12","method":"GET","path":"'
+    """
+    time, rid, status = values[0], values[1], values[7]
+    if type(time) is str and type(rid) is str and type(status) is int:
+        rest = values[2:]
+        try:
+            tail = _TAILS.get(rest)
+        except TypeError:  # an unhashable value: a list or an object
+            tail = None
+        else:
+            if tail is None:
+                tail = _tail(rest)
+        if tail is not None:
+            head = _HEADS.get(time)
+            if head is None:
+                head = remember(_HEADS, time, '{"time":' + _quote(time) + ',"request_id":', 4)
+            return head + _quote(rid) + tail
+    return encode_event(dict(zip(DECISION_FIELDS, values, strict=True)))
+
+
+def _tail(rest: Decision) -> str | None:
+    """The line after the request id's text for these values (the fields after
+    the request id); None when a value is not a string, None or int. It is
+    remembered when short and every value but the status is a string or None."""
+    line: list[str] = []
+    for key, value in zip(_TAIL_KEYS, rest, strict=True):
+        text = _text(value)
+        if text is None:
+            return None
+        line += key, text
+    line.append("}")
+    tail = "".join(line)
+    if len(tail) <= _TAIL_MEMO_CHARS and all(
+        value is None or isinstance(value, str) for value in rest[:5] + rest[6:]
+    ):
+        remember(_TAILS, rest, tail, _TAIL_MEMO_SIZE)
+    return tail
+
+
+# ',"method":' and so on: the keys after the request id, with their separators.
+_TAIL_KEYS = tuple("," + _quote(key) + ":" for key in DECISION_FIELDS[2:])
+_HEADS: dict[str, str] = {}
+_TAILS: dict[Decision, str] = {}
+"""Values after the request id -> their part of the line. A hit gives the
+same text as encoding the values looked up: a remembered key holds strings
+and None, and an int status; only a string with the same text (a str enum
+member is one) equals a string, only None equals None, and the caller checks
+that the status is an int (not a float or bool equal to one)."""
+_TAIL_MEMO_CHARS = 1024
+_TAIL_MEMO_SIZE = 1024
 
 
 class LoggingAuditSink:
@@ -195,12 +294,23 @@ class FileAuditSink:
         self._closed = False
         self._open_error: OSError | None = None
         self._lock = threading.Lock()
-        self._pending = bytearray()  # lines waiting for the flush
-        self._pending_events: list[Mapping[str, Any]] = []  # their events, for the fallback
+        self._pending: list[str] = []  # lines waiting for the flush, without their newline
+        self._pending_chars = 0
+        # Their events, for the fallback (decisions as their values).
+        self._pending_events: list[Mapping[str, Any] | Decision] = []
         self._flush_on: asyncio.AbstractEventLoop | None = None  # the loop that will flush
 
     def emit(self, event: Mapping[str, Any]) -> None:
-        line = (encode_event(event) + "\n").encode("ascii")
+        self._append(encode_event(event), event)
+
+    def emit_decision(self, values: Decision) -> None:
+        """Emit the decision event with these values (in the order of
+        :data:`DECISION_FIELDS`): the same line as :meth:`emit` of that event
+        writes, without building the event unless the fallback needs it."""
+        self._append(decision_line(values), values)
+
+    def _append(self, line: str, event: Mapping[str, Any] | Decision) -> None:
+        """Queue ``line`` (ASCII, no newline) for the flush, or write it now."""
         try:
             loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
@@ -209,13 +319,15 @@ class FileAuditSink:
             if self._closed:
                 unwritten = [event]
             else:
-                self._pending += line
+                self._pending.append(line)
                 self._pending_events.append(event)
-                if loop is not None and len(self._pending) <= _PENDING_BYTES:
+                self._pending_chars += len(line) + 1
+                if loop is not None and self._pending_chars <= _PENDING_BYTES:
+                    if self._flush_on is loop:
+                        return
                     if self._flush_on is None:
                         loop.call_soon(self._flush)
                         self._flush_on = loop
-                    if self._flush_on is loop:
                         return
                 unwritten = self._write_pending()
         self._fall_back(unwritten)
@@ -225,18 +337,23 @@ class FileAuditSink:
             unwritten = self._write_pending()
         self._fall_back(unwritten)
 
-    def _write_pending(self) -> list[Mapping[str, Any]]:
+    def _write_pending(self) -> list[Mapping[str, Any] | Decision]:
         """Write the waiting lines in one write; the events that are not in the file."""
-        data, events = self._pending, self._pending_events
-        self._pending, self._pending_events, self._flush_on = bytearray(), [], None
+        lines, events = self._pending, self._pending_events
+        self._pending, self._pending_events, self._flush_on = [], [], None
+        self._pending_chars = 0
         if not events:
             return events
+        lines.append("")  # the last line's newline
+        data = bytearray("\n".join(lines).encode("ascii"))
         return events[self._write(data, len(events)) :]
 
-    def _fall_back(self, events: list[Mapping[str, Any]]) -> None:
+    def _fall_back(self, events: list[Mapping[str, Any] | Decision]) -> None:
         for event in events:
+            if type(event) is tuple:
+                event = dict(zip(DECISION_FIELDS, event, strict=True))
             try:
-                self._fallback.emit(event)
+                self._fallback.emit(cast("Mapping[str, Any]", event))
             except Exception:  # the others must still get there
                 log.exception("the audit fallback failed")
 

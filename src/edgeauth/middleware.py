@@ -6,11 +6,12 @@ headers, or answer the denial itself. The wrapped app sees ``scope["path"]``
 and ``scope["raw_path"]`` rewritten to exactly the path that was authorized,
 and the verified identity in ``scope["edgeauth"]`` (None when anonymous).
 
-A repeated allowed request with a cached credential (most of the traffic) is
-decided without the view: one pass over the headers
+A repeated allowed request with a cached credential (most of the traffic),
+and a repeated request to an ``api`` rule without any credential, are decided
+without the view: one pass over the headers
 (:func:`~edgeauth.asgi.settling_fields`), then
 :meth:`~edgeauth.pipeline.Engine.settled`, which answers only when
-``evaluate`` would allow it the same way; everything else takes the whole path.
+``evaluate`` would answer the same way; everything else takes the whole path.
 """
 
 from __future__ import annotations
@@ -85,9 +86,13 @@ class EdgeAuth:
         inner = None
         if scope["type"] == "http":
             try:
-                inner = self._settled(scope)
+                settled = self._settled(scope)
             except Exception:  # a malformed scope: the whole path answers it
-                inner = None
+                settled = None
+            if type(settled) is Denial:  # audited already
+                await send_rendered(scope, send, render_denial(settled, scope["method"]))
+                return
+            inner = settled
         if inner is None:
             decided = await decide(scope, send, self.policy, self.engine)
             if decided is None:
@@ -104,17 +109,23 @@ class EdgeAuth:
         except IdentityRequired:
             await send_rendered(scope, send, _identity_required(inner["edgeauth.request_id"]))
 
-    def _settled(self, scope: Scope) -> Scope | None:
-        """The app's scope for the common allowed request, when
-        :meth:`Engine.settled <edgeauth.pipeline.Engine.settled>` can decide it
-        from the few header fields it reads; None: the whole path decides."""
+    def _settled(self, scope: Scope) -> Scope | Denial | None:
+        """The app's scope for the common allowed request, or the denial of a
+        request without a credential, when :meth:`Engine.settled
+        <edgeauth.pipeline.Engine.settled>` can decide it from the few header
+        fields it reads; None: the whole path decides."""
         method = scope["method"]
         raw = scope.get("raw_path")
         if (method != "GET" and method != "HEAD") or type(raw) is not bytes:
             return None
-        fields = settling_fields(scope, self.policy)
-        allow = None if fields is None else self.engine.settled(method, raw, fields)
-        return None if allow is None else self._inner_scope(scope, allow, scope["headers"])
+        read = settling_fields(scope, self.policy)
+        if read is None:
+            return None
+        fields, peer = read
+        outcome = self.engine.settled(method, raw, fields, peer)
+        if type(outcome) is Allow:
+            return self._inner_scope(scope, outcome, scope["headers"])
+        return outcome
 
     def _closing(self, send: Send) -> Send:
         """Release the policy's connections (Redis, JWKS) when the app shuts down."""

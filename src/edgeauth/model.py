@@ -17,7 +17,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, final
 
 __all__ = [
     "EMPTY_CLAIMS",
@@ -80,6 +80,10 @@ class Code(enum.StrEnum):
     """The HTTP status a denial with this code answers with."""
     message: str
     """The human-readable ``error`` of the JSON body."""
+
+    # A member hashes as its text, as the str it is equal to: Enum's own hash
+    # (of the member's name) is a Python call on every dict lookup.
+    __hash__ = str.__hash__
 
 
 _STATUS: dict[Code, int] = {
@@ -169,6 +173,7 @@ class RequestView:
         return values[0] if values else None
 
 
+@final
 @dataclass(slots=True, eq=False)
 class Allow:
     """Forward the request: to ``raw_path`` (canonical), with ``upstream_headers`` set.
@@ -191,6 +196,7 @@ class Allow:
     """The rule has CORS: ``Access-Control-*`` from the app are replaced."""
 
 
+@final
 @dataclass(slots=True, eq=False)
 class Denial:
     """Answer the request here with ``code``.

@@ -30,10 +30,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote_from_bytes
 
-from .audit import AuditSink, LoggingAuditSink, fingerprint
+from .audit import DECISION_FIELDS, AuditSink, FileAuditSink, LoggingAuditSink, fingerprint
 from .authn.base import CredentialSource
 from .errors import AuthUnavailable, BadRequest, InvalidCredentials, Revoked, StoreUnavailable
-from .forwarded import rate_key
+from .forwarded import client_address, rate_key
 from .memo import remember
 from .model import Allow, Code, Denial, Header, Identity, Kind, Outcome, Preflight, RequestView
 from .paths import CanonicalPath, canonicalize
@@ -128,6 +128,8 @@ class Engine:
         self.policy = policy
         self._clock = clock
         self._audit = audit or policy.audit_sink or LoggingAuditSink()
+        # The file sink takes decision events as their values (no dict to build).
+        self._decisions = self._audit.emit_decision if type(self._audit) is FileAuditSink else None
         self._ids = request_ids or _request_id_pool()
         self._routes: dict[tuple[str, str, bytes], tuple[_Route, Rule | None]] = {}
         self.watches_upstream = bool(policy.upstream_401_rules)
@@ -151,31 +153,37 @@ class Engine:
         if type(outcome) is Denial:
             if outcome.code in _FAILED_AUTH:
                 await self._count_failure(view, outcome.request_id, outcome.rule_id)
-            self._emit(view, outcome, trace)
+            self._emit(outcome, trace, view.method, view.client, view.raw_path)
         elif self.policy.audit_allows:
-            self._emit(view, outcome, trace)
+            self._emit(outcome, trace, view.method, view.client, view.raw_path)
         return outcome
 
     def settled(
-        self, method: str, raw_path: bytes, fields: Mapping[str, tuple[str, ...]]
-    ) -> Allow | None:
-        """The :class:`Allow` that :meth:`evaluate` would answer, when it is one
-        that needs no waiting and nothing recorded: the front-ends' common
-        request, decided without a :class:`RequestView`. None means "call
-        :meth:`evaluate`", never "refused".
+        self,
+        method: str,
+        raw_path: bytes,
+        fields: Mapping[str, tuple[str, ...]],
+        peer: str | None,
+    ) -> Allow | Denial | None:
+        """The outcome :meth:`evaluate` would answer, when it needs no waiting:
+        the front-ends' common requests, decided without a :class:`RequestView`.
+        That is an :class:`Allow` that records nothing, or the 401 for a
+        missing credential on an ``api`` rule, audited here like
+        :meth:`evaluate`'s. None means "call :meth:`evaluate`", never "refused".
 
         The caller vouches for a GET or HEAD that is not a WebSocket upgrade,
         whose headers need nothing stripped, carry Host at most once and no
-        Origin; ``fields`` holds its Cookie and Authorization values, and its
-        Host when a rule is for some hosts only
-        (:func:`~edgeauth.asgi.settling_fields`). Everything else is checked
-        here: the policy (no failed-auth lockout, allows not audited, no
-        upstream status watched); the route (remembered by :meth:`evaluate`
-        before); the rule (:attr:`~edgeauth.policy.Rule.settles`); the
-        credential (a verified-token cache hit, or none on a public rule); the
-        revocation list (fresh, the identity not on it) and the rule's
-        requirements. Each step is the one :meth:`evaluate` takes for such a
-        request; what it would answer otherwise is left to it.
+        Origin; ``fields`` holds its Cookie, Authorization and (kept from a
+        trusted ``peer`` only) X-Forwarded-For values, and its Host when a rule
+        is for some hosts only (:func:`~edgeauth.asgi.settling_fields`).
+        Everything else is checked here: the policy (no failed-auth lockout,
+        allows not audited, no upstream status watched); the route (remembered
+        by :meth:`evaluate` before); the rule
+        (:attr:`~edgeauth.policy.Rule.settles`); the credential (a
+        verified-token cache hit, or none: anonymous on a public rule, the 401
+        on an ``api`` rule); the revocation list (fresh, the identity not on
+        it) and the rule's requirements. Each step is the one :meth:`evaluate`
+        takes for such a request; what it would answer otherwise is left to it.
         """
         if not self._settles:
             return None
@@ -199,8 +207,17 @@ class Engine:
             credential = _read(source, fields)
         except BadRequest:
             return None
-        if credential is None:  # anonymous where that is allowed; else evaluate()'s 401
-            return Allow(self._ids(), rule.id, path.decoded, raw) if rule.public else None
+        if credential is None:
+            if rule.public:
+                return Allow(self._ids(), rule.id, path.decoded, raw)
+            if rule.kind is not Kind.API:
+                return None  # a page's answer depends on headers not read here
+            trace = _Trace()
+            trace.path, trace.rule = path.raw, rule.id
+            denial = _denial(Code.MISSING_CREDENTIALS, self._ids(), rule.id, False, ())
+            client = client_address(peer, fields.get("x-forwarded-for", ()), self.policy.trusts)
+            self._emit(denial, trace, method, client, raw_path)
+            return denial
         if not credential:
             return None
         now = self._clock()
@@ -235,7 +252,7 @@ class Engine:
         trace.reason = reason
         with contextlib.suppress(BadRequest):
             trace.path = canonicalize(view.raw_path).raw
-        self._emit(view, denial, trace)
+        self._emit(denial, trace, view.method, view.client, view.raw_path)
 
     async def upstream_response(self, view: RequestView, allow: Allow, status: int) -> None:
         """Tell the engine the status the app answered an allowed request with.
@@ -562,41 +579,60 @@ class Engine:
             return Denial(
                 rid, code, rule.id, page=True, location=_login_location(rule.login_url, path, view)
             )
-        headers = cors
-        challenge = None if page else _CHALLENGES.get(code)
-        if challenge is not None:
-            headers = (challenge, *cors) if cors else (challenge,)
-        return Denial(rid, code, rule.id, page, None, headers, message)
+        return _denial(code, rid, rule.id, page, cors, message)
 
-    def _emit(self, view: RequestView, outcome: Outcome, trace: _Trace) -> None:
-        code: Code | None
+    def _emit(
+        self, outcome: Outcome, trace: _Trace, method: str, client: str | None, raw_path: bytes
+    ) -> None:
+        """Audit ``outcome`` for a ``method`` request from ``client`` to ``raw_path``."""
+        code: str | None
         if type(outcome) is Denial:
-            code, result = outcome.code, "deny"  # a StrEnum: the text of its value
-            status = code.status
+            status = outcome.code.status
+            code, result = outcome.code._value_, "deny"  # its text: a plain str hashes faster
             if outcome.page and outcome.location is not None:
-                status = 302 if view.method in ("GET", "HEAD") else 303  # what the client got
+                status = 302 if method in ("GET", "HEAD") else 303  # what the client got
         else:
             status, code, result = (204 if type(outcome) is Preflight else 200), None, "allow"
-        event: dict[str, Any] = {
-            "time": _iso(self._clock()),
-            "request_id": outcome.request_id,
-            "method": view.method,
-            "path": trace.path if trace.path is not None else _printable(view.raw_path),
-            "rule": trace.rule,
-            "outcome": result,
-            "code": code,
-            "status": status,
-            "reason": trace.reason,
-            "subject": trace.subject,
-            "client": view.client,
-            "authenticator": trace.authenticator,
-            "key_id": trace.key_id,
-            "fingerprint": fingerprint(trace.credential) if trace.credential else None,
-        }
+        values = (  # DECISION_FIELDS
+            _iso(self._clock()),
+            outcome.request_id,
+            method,
+            trace.path if trace.path is not None else _printable(raw_path),
+            trace.rule,
+            result,
+            code,
+            status,
+            trace.reason,
+            trace.subject,
+            client,
+            trace.authenticator,
+            trace.key_id,
+            fingerprint(trace.credential) if trace.credential else None,
+        )
         try:
-            self._audit.emit(event)
+            if self._decisions is not None:
+                self._decisions(values)
+            else:
+                self._audit.emit(dict(zip(DECISION_FIELDS, values, strict=True)))
         except Exception:
             log.exception("audit sink failed for request %s", outcome.request_id)
+
+
+def _denial(
+    code: Code,
+    rid: str,
+    rule_id: str,
+    page: bool,
+    cors: tuple[Header, ...],
+    message: str | None = None,
+) -> Denial:
+    """A denial answered in place (no login redirect): a JSON one carries its
+    code's challenge (``WWW-Authenticate``), if any, before ``cors``."""
+    headers = cors
+    challenge = None if page else _CHALLENGES.get(code)
+    if challenge is not None:
+        headers = (challenge, *cors) if cors else (challenge,)
+    return Denial(rid, code, rule_id, page, None, headers, message)
 
 
 def _cached(
