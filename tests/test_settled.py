@@ -13,14 +13,17 @@ import itertools
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from edgeauth import EdgeAuth, load_policy
-from edgeauth.asgi import decide
+from edgeauth.asgi import decide, settling_view, view_from_scope
+from edgeauth.errors import BadRequest
 from edgeauth.middleware import IdentityRequired
-from edgeauth.model import Denial
+from edgeauth.model import Allow, Denial
+from edgeauth.pipeline import Engine
+from edgeauth.proxy import Proxy, request_headers
 from edgeauth.revocation import revoke
 
 from .helpers import (
@@ -154,6 +157,7 @@ OTHERS: list[list[tuple[bytes, bytes]]] = [
     [(b"host", b"not a host name")],
     [(b"host", b"a.example"), (b"accept", b"text/html"), (b"sec-fetch-mode", b"navigate")],
     [(b"x-forwarded-for", b"203.0.113.9, 10.0.0.3"), (b"x-forwarded-for", b"10.0.0.2")],
+    [(b"host", b"a.example"), (b"x-forwarded-proto", b"https"), (b"x-forwarded-host", b"b.ex")],
 ]
 METHODS = ["GET", "HEAD", "POST", "OPTIONS"]
 PEERS = [("127.0.0.1", 5000), ("10.0.0.7", 5000)]
@@ -191,8 +195,10 @@ async def whole_path(app: EdgeAuth, scope: dict[str, Any]) -> dict[str, Any] | i
     return made[0] if isinstance(made, tuple) else made
 
 
-async def whole_answer(app: EdgeAuth, scope: dict[str, Any]) -> dict[str, Any] | Answer:
-    """What the whole path makes of ``scope``: the app's scope, or the answer sent."""
+async def whole_decision(
+    app: EdgeAuth | Proxy, scope: dict[str, Any]
+) -> tuple[Allow, Any, list[tuple[bytes, bytes]]] | Answer:
+    """The whole path's decision on ``scope``, or the answer it sent."""
     sent: list[dict[str, Any]] = []
 
     async def send(message: dict[str, Any]) -> None:
@@ -201,7 +207,16 @@ async def whole_answer(app: EdgeAuth, scope: dict[str, Any]) -> dict[str, Any] |
     decided = await decide(scope, send, app.policy, app.engine)
     if decided is None:
         return int(sent[0]["status"]), sent[0]["headers"], sent[1]["body"]
-    allow, _, headers = decided
+    assert not sent
+    return decided
+
+
+async def whole_answer(app: EdgeAuth, scope: dict[str, Any]) -> dict[str, Any] | Answer:
+    """What the whole path makes of ``scope``: the app's scope, or the answer sent."""
+    decided = await whole_decision(app, scope)
+    if not isinstance(decided[0], Allow):
+        return cast("Answer", decided)
+    allow, _, headers = cast("tuple[Allow, Any, list[tuple[bytes, bytes]]]", decided)
     inner = app._inner_scope(scope, allow, headers)
     # Nothing for the response either (CORS, RateLimit-*), nor a body to bound:
     # what the short path's caller takes for granted.
@@ -220,8 +235,8 @@ def app_for(tmp_path: Path, **kwargs: Any) -> EdgeAuth:
     return guarded(tmp_path, POLICY, **kwargs)
 
 
-async def middleware_answer(app: EdgeAuth, scope: dict[str, Any]) -> Answer:
-    """The answer the middleware sends itself (the app is not called)."""
+async def middleware_answer(app: EdgeAuth | Proxy, scope: dict[str, Any]) -> Answer:
+    """The answer the middleware (or proxy) sends itself (nothing is called)."""
     sent: list[dict[str, Any]] = []
 
     async def send(message: dict[str, Any]) -> None:
@@ -294,6 +309,89 @@ async def test_every_settled_request_gets_the_whole_paths_scope(
         assert short["edgeauth.request_id"] != whole["edgeauth.request_id"]
     # Every kind occurs: the comparisons above are not vacuous.
     assert settled > 100 and denied > 100 and left > 1000, (settled, denied, left)
+
+
+def upstream(proxy: Proxy, decided: tuple[Allow, Any, list[tuple[bytes, bytes]]], peer: str) -> Any:
+    """What the proxy sends upstream for a decided request: the URL and the
+    headers (or the 400 for a value that is not UTF-8), and the allow's fields
+    but its request id."""
+    allow, view, headers = decided
+    try:
+        sent: Any = request_headers(headers, view, allow, proxy.policy, peer)
+    except BadRequest:
+        sent = 400
+    fields = {f.name: getattr(allow, f.name) for f in dataclasses.fields(allow)}
+    fields["request_id"] = None
+    return str(proxy._url("http://upstream", allow, view.query)), sent, fields, view.method
+
+
+@pytest.mark.parametrize("policy", [POLICY, HOSTS_POLICY], ids=["any-host", "per-host"])
+async def test_every_settled_proxy_request_goes_upstream_as_the_whole_paths(
+    tmp_path: Path, policy: str
+) -> None:
+    """The reverse proxy's short path, over the same thousands of requests:
+    where it answers, the upstream gets the very URL and headers (identity and
+    X-Forwarded-* included) the whole path sends, or the client the whole
+    path's denial, audited with the same event."""
+    text = policy.replace("[server]\n", '[server]\nupstream = "http://127.0.0.1:9"\n')
+    loaded = load_policy(write_policy(tmp_path, text))
+    audit = RecordingAudit()
+    proxy = Proxy(loaded, Engine(loaded, audit=audit))
+    settled = left = denied = 0
+    cases = itertools.product(METHODS, PATHS, CREDENTIALS, OTHERS, PEERS)
+    for method, path, credentials, others, peer in cases:
+        scope = scope_of(method, path, [*others, *credentials], peer)
+        if NOT_SEEN.encode() not in b"".join(v for _, v in credentials):
+            await whole_decision(proxy, dict(scope))  # remembers the route, verifies the token
+        events = len(audit.events)
+        short = proxy._settled(dict(scope))
+        if short is None:
+            left += 1
+            continue
+        if isinstance(short, Denial):
+            denied += 1
+            answer = await middleware_answer(proxy, dict(scope))
+            whole_denial = await whole_decision(proxy, dict(scope))
+            assert isinstance(whole_denial[0], int), (method, path, others, credentials, peer)
+            first, again, full = audit.events[-3:]
+            assert len(audit.events) == events + 3
+            same_answer(
+                answer, cast("Answer", whole_denial), again["request_id"], full["request_id"]
+            )
+            same_event(first, full)
+            continue
+        settled += 1
+        assert len(audit.events) == events
+        whole = await whole_decision(proxy, dict(scope))
+        assert isinstance(whole[0], Allow), (method, path, others, credentials, peer, whole)
+        assert upstream(proxy, short, peer[0]) == upstream(proxy, cast(Any, whole), peer[0]), (
+            method,
+            path,
+            others,
+            credentials,
+            peer,
+        )
+    assert settled > 100 and denied > 100 and left > 1000, (settled, denied, left)
+
+
+def test_the_proxys_settling_view_is_the_whole_view_in_what_it_holds(tmp_path: Path) -> None:
+    """settling_view gives what view_from_scope gives (client address and
+    scheme included), but only the headers the short path and the upstream
+    request read."""
+    policy = load_policy(write_policy(tmp_path, POLICY))
+    seen = 0
+    for others, credentials, peer in itertools.product(OTHERS, CREDENTIALS, PEERS):
+        scope = scope_of("GET", b"/api/protected/x", [*others, *credentials], peer)
+        whole, _ = view_from_scope(dict(scope), policy)  # classifies the header names
+        short = settling_view(dict(scope), policy)
+        if short is None:
+            continue
+        seen += 1
+        for name in ("method", "raw_path", "query", "scheme", "client", "websocket"):
+            assert getattr(short, name) == getattr(whole, name), (name, others, peer)
+        assert short.headers == {k: v for k, v in whole.headers.items() if k in short.headers}
+        assert set(short.headers) >= {"cookie", "authorization", "host"} & set(whole.headers)
+    assert seen > 50
 
 
 @pytest.mark.parametrize(

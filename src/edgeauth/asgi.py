@@ -24,6 +24,7 @@ __all__ = [
     "raw_path",
     "send_rendered",
     "settling_fields",
+    "settling_view",
     "view_from_scope",
     "withhold_credentials",
 ]
@@ -72,12 +73,8 @@ def view_from_scope(scope: Scope, policy: Policy) -> tuple[RequestView, list[tup
         mapped[key] = (text,) if previous is None else (*previous, text)
     if stripped:  # rare: a second pass keeps the others in order
         headers = [(n, v) for n, v in headers if (keys.get(n) or classify(n)[which])]
-    scheme = "https" if scope.get("scheme") in ("https", "wss") else "http"
     address = peer
     if trusted:
-        proto = mapped.get("x-forwarded-proto")
-        if proto and proto[-1].strip().lower() in ("http", "https"):
-            scheme = proto[-1].strip().lower()
         address = client_address(peer, mapped.get("x-forwarded-for", ()), policy.trusts)
     websocket = scope["type"] == "websocket"
     raw = scope.get("raw_path")
@@ -86,7 +83,7 @@ def view_from_scope(scope: Scope, policy: Policy) -> tuple[RequestView, list[tup
         raw if type(raw) is bytes else raw_path(scope),
         scope.get("query_string", b""),
         mapped,
-        scheme,
+        _scheme(scope, mapped, trusted),
         address,
         websocket,
     )
@@ -107,6 +104,40 @@ def settling_fields(
     yet, when Host comes twice, when there is an Origin (CORS and CSRF read
     it), or when the headers are not a list of byte pairs.
     """
+    read = _settling(scope, policy, _SETTLING, policy.rules.needs_host)
+    return None if read is None else (read[0], read[1])
+
+
+def settling_view(scope: Scope, policy: Policy) -> RequestView | None:
+    """:func:`settling_fields` for the reverse proxy: a view of the request
+    whose headers are those fields and the others the upstream request is
+    built from (Host, and from a trusted peer X-Forwarded-Host and -Proto);
+    None when the request needs :func:`view_from_scope`, as there."""
+    read = _settling(scope, policy, _SETTLING_FORWARDED, True)
+    if read is None:
+        return None
+    fields, peer, trusted = read
+    address = peer
+    if trusted:
+        address = client_address(peer, fields.get("x-forwarded-for", ()), policy.trusts)
+    raw = scope["raw_path"]  # bytes: the caller checked
+    return RequestView(
+        scope["method"],
+        raw,
+        scope.get("query_string", b""),
+        fields,
+        _scheme(scope, fields, trusted),
+        address,
+        False,
+    )
+
+
+def _settling(
+    scope: Scope, policy: Policy, looked: frozenset[str], host_read: bool
+) -> tuple[dict[str, tuple[str, ...]], str | None, bool] | None:
+    """One pass over the headers for :func:`settling_fields`: the values of
+    the names in ``looked`` (Host and Origin aside), Host's if ``host_read``,
+    the peer and whether it is trusted; None when the whole path decides."""
     headers = scope["headers"]
     if type(headers) is not list:
         return None
@@ -118,7 +149,7 @@ def settling_fields(
         key = keys.get(name)
         if not key or type(value) is not bytes:  # stripped, not classified yet, malformed
             return None
-        if key not in _SETTLING:
+        if key not in looked:
             continue
         if key == "host":
             if host is not None:
@@ -130,13 +161,24 @@ def settling_fields(
             text = value.decode() if value.isascii() else value.decode("latin-1")
             previous = fields.get(key)
             fields[key] = (text,) if previous is None else (*previous, text)
-    if host is not None and policy.rules.needs_host:  # else no rule reads it
+    if host is not None and host_read:
         fields["host"] = (host.decode("latin-1"),)  # Latin-1, as the view decodes it
-    return fields, peer
+    return fields, peer, trusted
 
 
-# The headers settling_fields looks at.
+# The headers settling_fields looks at, and settling_view.
 _SETTLING = frozenset({"cookie", "authorization", "x-forwarded-for", "host", "origin"})
+_SETTLING_FORWARDED = _SETTLING | {"x-forwarded-host", "x-forwarded-proto"}
+
+
+def _scheme(scope: Scope, headers: dict[str, tuple[str, ...]], trusted: bool) -> str:
+    """The request's scheme: the server's, or a trusted peer's X-Forwarded-Proto."""
+    scheme = "https" if scope.get("scheme") in ("https", "wss") else "http"
+    if trusted:
+        proto = headers.get("x-forwarded-proto")
+        if proto and proto[-1].strip().lower() in ("http", "https"):
+            scheme = proto[-1].strip().lower()
+    return scheme
 
 
 def _peer(scope: Scope, policy: Policy) -> tuple[str | None, bool]:

@@ -29,7 +29,15 @@ import aiohttp
 import yarl
 from multidict import CIMultiDict
 
-from .asgi import Receive, Scope, Send, decide, send_rendered, withhold_credentials
+from .asgi import (
+    Receive,
+    Scope,
+    Send,
+    decide,
+    send_rendered,
+    settling_view,
+    withhold_credentials,
+)
 from .errors import BadRequest
 from .headers import HOP_BY_HOP
 from .model import Allow, Code, Denial, Header, RequestView
@@ -312,7 +320,18 @@ class Proxy:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             return  # the lifespan is the server's (EdgeServer)
-        decided = await decide(scope, send, self.policy, self.engine)
+        decided = None
+        if scope["type"] == "http":
+            try:
+                settled = self._settled(scope)
+            except Exception:  # a malformed scope: the whole path answers it
+                settled = None
+            if isinstance(settled, Denial):  # audited already
+                await send_rendered(scope, send, render_denial(settled, scope["method"]))
+                return
+            decided = settled
+        if decided is None:
+            decided = await decide(scope, send, self.policy, self.engine)
         if decided is not None:
             outcome, view, headers = decided
             client = scope.get("client")
@@ -329,6 +348,26 @@ class Proxy:
                 await self._websocket(scope, receive, send, outcome, upstream)
             else:
                 await self._http(scope, receive, send, view, outcome, headers, upstream)
+
+    def _settled(
+        self, scope: Scope
+    ) -> tuple[Allow, RequestView, list[tuple[bytes, bytes]]] | Denial | None:
+        """The common request decided as the middleware decides it
+        (:meth:`Engine.settled <edgeauth.pipeline.Engine.settled>`), with the
+        view the upstream request is built from; None: the whole path decides."""
+        method = scope["method"]
+        if (method != "GET" and method != "HEAD") or type(scope.get("raw_path")) is not bytes:
+            return None
+        view = settling_view(scope, self.policy)
+        if view is None:
+            return None
+        client = scope.get("client")
+        outcome = self.engine.settled(
+            method, view.raw_path, view.headers, client[0] if client else None
+        )
+        if type(outcome) is Allow:
+            return outcome, view, scope["headers"]
+        return outcome
 
     def _url(self, base: str, allow: Allow, query: bytes) -> yarl.URL:
         target = allow.raw_path.decode("ascii")
