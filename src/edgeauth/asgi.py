@@ -91,58 +91,27 @@ def view_from_scope(scope: Scope, policy: Policy) -> tuple[RequestView, list[tup
 
 
 def settling_fields(
-    scope: Scope, policy: Policy
-) -> tuple[dict[str, tuple[str, ...]], str | None] | None:
+    scope: Scope, policy: Policy, *, forwarded: bool = False
+) -> tuple[dict[str, tuple[str, ...]], str | None, bool] | None:
     """What :meth:`Engine.settled <edgeauth.pipeline.Engine.settled>` reads of
     an ASGI request: its Cookie and Authorization values, its Host when a rule
     is for some hosts only, and its X-Forwarded-For (kept from a trusted peer
-    only), with the peer's address; None when the request needs
-    :func:`view_from_scope` (and the whole path) instead.
+    only); with the peer's address and whether it is trusted. ``forwarded``
+    adds Host always, and X-Forwarded-Host and -Proto (from a trusted peer),
+    which the reverse proxy builds the upstream request from. None when the
+    request needs :func:`view_from_scope` (and the whole path) instead.
 
     That is when a header is to be stripped (in any spelling, or
     ``X-Forwarded-*`` from an untrusted peer) or has a name not classified
     yet, when Host comes twice, when there is an Origin (CORS and CSRF read
     it), or when the headers are not a list of byte pairs.
     """
-    read = _settling(scope, policy, _SETTLING, policy.rules.needs_host)
-    return None if read is None else (read[0], read[1])
-
-
-def settling_view(scope: Scope, policy: Policy) -> RequestView | None:
-    """:func:`settling_fields` for the reverse proxy: a view of the request
-    whose headers are those fields and the others the upstream request is
-    built from (Host, and from a trusted peer X-Forwarded-Host and -Proto);
-    None when the request needs :func:`view_from_scope`, as there."""
-    read = _settling(scope, policy, _SETTLING_FORWARDED, True)
-    if read is None:
-        return None
-    fields, peer, trusted = read
-    address = peer
-    if trusted:
-        address = client_address(peer, fields.get("x-forwarded-for", ()), policy.trusts)
-    raw = scope["raw_path"]  # bytes: the caller checked
-    return RequestView(
-        scope["method"],
-        raw,
-        scope.get("query_string", b""),
-        fields,
-        _scheme(scope, fields, trusted),
-        address,
-        False,
-    )
-
-
-def _settling(
-    scope: Scope, policy: Policy, looked: frozenset[str], host_read: bool
-) -> tuple[dict[str, tuple[str, ...]], str | None, bool] | None:
-    """One pass over the headers for :func:`settling_fields`: the values of
-    the names in ``looked`` (Host and Origin aside), Host's if ``host_read``,
-    the peer and whether it is trusted; None when the whole path decides."""
     headers = scope["headers"]
     if type(headers) is not list:
         return None
     peer, trusted = _peer(scope, policy)
     keys = policy.identity.keys[0 if trusted else 1]
+    looked = _SETTLING_FORWARDED if forwarded else _SETTLING
     fields: dict[str, tuple[str, ...]] = {}
     host: bytes | None = None
     for name, value in headers:
@@ -161,9 +130,31 @@ def _settling(
             text = value.decode() if value.isascii() else value.decode("latin-1")
             previous = fields.get(key)
             fields[key] = (text,) if previous is None else (*previous, text)
-    if host is not None and host_read:
+    if host is not None and (forwarded or policy.rules.needs_host):  # else nothing reads it
         fields["host"] = (host.decode("latin-1"),)  # Latin-1, as the view decodes it
     return fields, peer, trusted
+
+
+def settling_view(scope: Scope, policy: Policy) -> RequestView | None:
+    """:func:`settling_fields` for the reverse proxy, as a view of the request
+    whose headers are the fields read (``forwarded``); None as there."""
+    read = settling_fields(scope, policy, forwarded=True)
+    if read is None:
+        return None
+    fields, peer, trusted = read
+    address = peer
+    if trusted:
+        address = client_address(peer, fields.get("x-forwarded-for", ()), policy.trusts)
+    raw = scope["raw_path"]  # bytes: the caller checked
+    return RequestView(
+        scope["method"],
+        raw,
+        scope.get("query_string", b""),
+        fields,
+        _scheme(scope, fields, trusted),
+        address,
+        False,
+    )
 
 
 # The headers settling_fields looks at, and settling_view.

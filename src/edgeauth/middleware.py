@@ -121,8 +121,7 @@ class EdgeAuth:
         read = settling_fields(scope, self.policy)
         if read is None:
             return None
-        fields, peer = read
-        outcome = self.engine.settled(method, raw, fields, peer)
+        outcome = self.engine.settled(method, raw, read[0], read[1])
         if type(outcome) is Allow:
             return self._inner_scope(scope, outcome, scope["headers"])
         return outcome
