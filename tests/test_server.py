@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import gc
 import http.client
 import ipaddress
 import json
@@ -30,6 +31,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from edgeauth import load_policy
+from edgeauth import server as server_module
 from edgeauth.cli import cli
 from edgeauth.server import EdgeHttpProtocol, EdgeServer, _CoalescingTransport, parse_listen
 
@@ -225,6 +227,40 @@ async def test_lifespan_opens_and_closes_the_upstream_session(tmp_path: Path) ->
     assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
     assert sessions[0] is not None and sessions[0].closed
     assert app.proxy._session is None
+
+
+async def lifespan_startup(app: EdgeServer) -> None:
+    messages = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+
+    async def receive() -> dict[str, Any]:
+        return next(messages)
+
+    async def send(message: dict[str, Any]) -> None:
+        assert message["type"] != "lifespan.startup.failed"
+
+    await app({"type": "lifespan"}, receive, send)
+
+
+async def test_a_server_process_makes_its_collector_cheaper_at_startup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``edgeauth serve`` (each worker) freezes what startup loaded out of the
+    collector's reach and collects the youngest generation less often; an
+    EdgeServer embedded elsewhere leaves the process's collector alone."""
+    section = servers.server_section(8080, "http://127.0.0.1:9")
+    path = write_policy(tmp_path, section + SEED_POLICY)
+    threshold = gc.get_threshold()
+    try:
+        await lifespan_startup(EdgeServer(load_policy(path)))
+        assert gc.get_threshold() == threshold and gc.get_freeze_count() == 0
+        monkeypatch.setattr(server_module, "_configure_logging", lambda level: None)
+        worker = server_module._worker_app(str(path), "warning")
+        await lifespan_startup(worker)
+        assert gc.get_threshold() == (7_000, *threshold[1:])
+        assert gc.get_freeze_count() > 1000
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
 
 
 async def test_lifespan_reports_a_failed_startup(

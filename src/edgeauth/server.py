@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import functools
+import gc
 import logging
 import signal
 import socket
@@ -608,9 +609,12 @@ class EdgeServer:
     >>> app = EdgeServer(load_policy("edgeauth.toml"))     # doctest: +SKIP
     """
 
-    def __init__(self, policy: Policy, *, engine: Engine | None = None) -> None:
+    def __init__(
+        self, policy: Policy, *, engine: Engine | None = None, tune_gc: bool = False
+    ) -> None:
         self.policy = policy
         self.engine = engine or Engine(policy)
+        self._tune_gc = tune_gc  # a server process of its own: see _tune_collector
         self.proxy = Proxy(policy, self.engine) if policy.server.upstream else None
         self.forward_auth: ForwardAuthApp | None = None
         self._forward_auth_path = b""
@@ -650,6 +654,8 @@ class EdgeServer:
         """Open the upstream session (one per worker process)."""
         if self.proxy is not None:
             await self.proxy.startup()
+        if self._tune_gc:
+            _tune_collector()
 
     async def aclose(self) -> None:
         """Close the upstream session and what the authenticators hold."""
@@ -672,6 +678,28 @@ class EdgeServer:
                 await self.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _tune_collector() -> None:
+    """Make the garbage collector cheaper for a server process that has started.
+
+    Everything loaded so far (modules, the policy, the sessions) lives as long
+    as the process: it is frozen out of the collector's reach
+    (:func:`gc.freeze`), so a full collection no longer walks it. The youngest
+    generation is collected every 7,000 allocations instead of 700: a request
+    allocates and frees hundreds of objects (the HTTP client's above all), and
+    the default sends those still in flight to the older generations, whose
+    collections then walk every cached identity too (tens of milliseconds with
+    the verified-token cache full: most of the 99th percentile latency).
+    Cyclic garbage is still collected, a little later.
+    """
+    gc.collect()
+    gc.freeze()
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(_GC_YOUNGEST, middle, oldest)
+
+
+_GC_YOUNGEST = 7_000
 
 
 def _raw_path(scope: Scope) -> bytes:
@@ -704,7 +732,7 @@ def _worker_app(policy_file: str, log_level: str) -> EdgeServer:
     """The app of one worker process (``--workers`` > 1): the policy is loaded
     again in each process."""
     _configure_logging(log_level)
-    return EdgeServer(load_policy(policy_file))
+    return EdgeServer(load_policy(policy_file), tune_gc=True)
 
 
 def serve(
@@ -739,7 +767,7 @@ def serve(
     _configure_logging(log_level)
     # With workers, each process builds its own app from the file.
     worker_app = functools.partial(_worker_app, str(path), log_level)
-    app: Any = EdgeServer(policy) if count == 1 else worker_app
+    app: Any = EdgeServer(policy, tune_gc=True) if count == 1 else worker_app
     uv = _Config(
         app,
         limits=HeadLimits(settings.max_head_bytes, settings.max_headers, settings.head_timeout),
