@@ -26,7 +26,16 @@ from edgeauth.audit import (
 )
 from edgeauth.model import Code
 
-from .helpers import API_KEY, SECRET, SEED_POLICY, call, guarded, session_token
+from .helpers import (
+    API_KEY,
+    SECRET,
+    SEED_POLICY,
+    call,
+    echo_app,
+    guarded,
+    session_token,
+    write_policy,
+)
 
 FIELDS = {
     "time",
@@ -76,6 +85,21 @@ async def test_each_denial_is_one_json_line(
     assert event["authenticator"] == "session"
     assert event["fingerprint"] == hashlib.sha256(token.encode()).hexdigest()[:12]
     assert caplog.records[0].levelno == logging.WARNING
+
+
+async def test_a_sink_of_its_own_gets_each_decision_as_a_dict_with_its_code(
+    tmp_path: Path,
+) -> None:
+    """An audit sink passed to EdgeAuth gets every decision as a dict in the
+    documented order, the code as the ``Code`` it always was (a str)."""
+    from .helpers import RecordingAudit
+
+    audit = RecordingAudit()
+    app = guarded(tmp_path, audit=audit)
+    for _ in range(2):  # the second time, from the short path
+        assert (await call(app, raw_path=b"/api/protected/x")).status == 401
+    assert [list(e) for e in audit.events] == [list(DECISION_FIELDS)] * 2
+    assert all(e["code"] is Code.MISSING_CREDENTIALS for e in audit.events)
 
 
 async def test_allows_are_audited_when_the_policy_asks(
@@ -615,19 +639,28 @@ def test_decision_events_of_one_shape_encode_like_json_dumps(values: list[Any]) 
     assert encode_event(event) == json.dumps(event, separators=(",", ":"))
 
 
+# What decision_line takes: plain str, int and None (the engine's values).
+_PLAIN_SCALARS = st.one_of(
+    st.none(),
+    st.integers(),
+    st.text(max_size=80),
+    st.sampled_from(["GET", "/api/x", "null", "%s", "%", "true", "1", "401"]),
+)
+
+
 @settings(max_examples=600, deadline=None)
 @given(
-    st.lists(_SCALARS, min_size=len(_DECISION_KEYS), max_size=len(_DECISION_KEYS)),
+    st.lists(_PLAIN_SCALARS, min_size=len(_DECISION_KEYS), max_size=len(_DECISION_KEYS)),
     st.lists(st.sampled_from(range(2, len(_DECISION_KEYS))), max_size=3),
-    _SCALARS,
+    _PLAIN_SCALARS,
 )
 def test_decision_lines_are_what_json_dumps_writes(
     values: list[Any], changed: list[int], other: Any
 ) -> None:
     """``decision_line`` writes what ``json.dumps`` of the event writes, also
     when its remembered parts are found again: the same values twice, then
-    with some changed to another value (True where 1 was, 1.0 where 1 was, a
-    code where its text was)."""
+    with some changed to another value ("1" where 1 was, "null" where None
+    was)."""
     for i in changed:
         candidate = [*values]
         candidate[i] = other
@@ -639,13 +672,14 @@ def test_decision_lines_are_what_json_dumps_writes(
         assert decision_line(tuple(row)) == json.dumps(event, separators=(",", ":"))
 
 
-def test_decision_lines_tell_equal_values_of_other_types_apart() -> None:
-    """A value equal to one whose line was remembered, but of another type (1
-    and True, 403 and 403.0, a code and its text), in any field: still the
-    line ``json.dumps`` writes for it."""
+def test_decision_lines_tell_values_that_read_alike_apart() -> None:
+    """A value that reads like one whose line was remembered (1 and "1", None
+    and "null", a code's text in another case), in any field: still the line
+    ``json.dumps`` writes for it. A status of another type than int (a bool,
+    a float) takes the general way."""
     base = ["2026-12-06T17:00:00Z", "ab", "GET", "/x", "r", "deny", "csrf", 403]
     base += [None, None, "::1", None, None, None]
-    pairs = [(1, True), (0, False), (1, 1.0), (403, 403.0), ("csrf", Code.CSRF), (2, "2")]
+    pairs = [(1, "1"), (None, "null"), ("csrf", "CSRF"), (403, "403"), (0, "0"), (2, -2)]
     for i in range(2, len(base)):
         for first, then in pairs:
             for value in (first, then, first, then):
@@ -653,6 +687,52 @@ def test_decision_lines_tell_equal_values_of_other_types_apart() -> None:
                 row[i] = value
                 event = dict(zip(DECISION_FIELDS, row, strict=True))
                 assert decision_line(tuple(row)) == json.dumps(event, separators=(",", ":"))
+    for status in (403, True, 403.0, 403):
+        row = [*base]
+        row[7] = status
+        event = dict(zip(DECISION_FIELDS, row, strict=True))
+        assert decision_line(tuple(row)) == json.dumps(event, separators=(",", ":"))
+
+
+class _Caseless(str):
+    """A string equal to every spelling of its text (as some header-name types are)."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and self.lower() == other.lower()
+
+    def __hash__(self) -> int:
+        return hash(self.lower())
+
+
+def test_a_string_type_with_its_own_equality_is_not_remembered() -> None:
+    """A str subclass equal to other spellings does not make a plain string
+    of another spelling come out in its spelling, nor the other way round."""
+    for first, then in ((_Caseless("Mixed"), "mixed"), ("mixed", _Caseless("Mixed"))):
+        for value in (first, then, first, then):
+            event = {"method": "GET", "client": value, "n": 1}
+            assert encode_event(event) == json.dumps(event, separators=(",", ":"))
+
+
+async def test_a_client_given_as_a_string_type_of_its_own_is_audited_as_it_reads(
+    tmp_path: Path,
+) -> None:
+    """A server that hands the client address as a str subclass (equal to
+    other spellings): each line in the audit file reads as that value."""
+    from edgeauth import EdgeAuth, load_policy
+
+    policy = load_policy(write_policy(tmp_path, SEED_POLICY + '[audit]\nfile = "audit.log"\n'))
+    app = EdgeAuth(echo_app, policy=policy)
+    for client in ("abc", _Caseless("ABC"), "abc", _Caseless("Abc")):
+        assert (await call(app, raw_path=b"/api/protected/x", client=(client, 9))).status == 401
+    await asyncio.sleep(0)
+    lines = (tmp_path / "audit.log").read_text().splitlines()
+    assert [json.loads(line)["client"] for line in lines] == ["abc", "ABC", "abc", "Abc"]
+    await policy.aclose()
+
+
+def test_a_decision_has_one_value_per_field() -> None:
+    with pytest.raises(ValueError, match="14 values, got 13"):
+        decision_line(("t", "r", "GET", "/x", "r", "deny", None, 401, None, None, None, None, None))
 
 
 def test_decision_lines_of_the_engine_shape_are_what_json_dumps_writes() -> None:

@@ -78,10 +78,9 @@ def encode_event(event: Mapping[str, Any]) -> str:
         if template is None:
             return "".join(_CHUNKS(event, 0))
     values = list(event.values())
-    try:
-        texts = list(map(_TEXTS.get, values))
-    except TypeError:  # an unhashable value: a list or an object
+    if not _PLAIN.issuperset(map(type, values)):  # a float, a list, a str subclass...
         return "".join(_CHUNKS(event, 0))
+    texts = list(map(_TEXTS.get, values))
     i = -1
     while None in texts:  # values not seen before: the request id, the status
         i = texts.index(None, i + 1)
@@ -95,12 +94,12 @@ def encode_event(event: Mapping[str, Any]) -> str:
 
 
 def _text(value: object) -> str | None:
-    """The JSON text of a string, None or int, remembered for None and short
-    strings; None for anything else (the C encoder's business)."""
+    """The JSON text of a plain string, None or int, remembered for None and
+    short strings; None for anything else (the C encoder's business)."""
     if value is None:
         remember(_TEXTS, None, "null")
         return "null"
-    if isinstance(value, str):
+    if type(value) is str:
         text: str = _quote(value)
         if len(value) <= _TEXT_MEMO_CHARS:
             remember(_TEXTS, value, text)
@@ -108,6 +107,13 @@ def _text(value: object) -> str | None:
     if type(value) is int:  # not bool: True is not 1 in JSON
         return int.__repr__(value)
     return None
+
+
+# The types whose values the memos may hold and look up: an exact str, int
+# or None equals only a value of its own type with the same JSON text (a bool,
+# a float, or a str subclass with its own equality may equal one and read
+# differently).
+_PLAIN = frozenset({str, int, type(None)})
 
 
 def _template(event: Mapping[str, Any]) -> list[str] | None:
@@ -135,8 +141,8 @@ _SHAPES = 64  # event shapes kept; edgeauth emits a handful
 _TEMPLATES: dict[tuple[str, ...], list[str]] = {}
 _TEXT_MEMO_CHARS = 64  # longer strings are escaped every time, not kept
 _TEXTS: dict[str | None, str] = {}
-"""String value (and None) -> its JSON text. Bounded (emptied when full, like
-every memo). No number is stored, so ``True`` never finds the text of ``1``."""
+"""Plain string value (and None) -> its JSON text. Bounded (emptied when full,
+like every memo). Looked up with values of the plain types only."""
 
 
 DECISION_FIELDS = (
@@ -168,23 +174,25 @@ def decision_line(values: Decision) -> str:
     The values after the request id repeat from request to request (the same
     route, rule, outcome and client), so their part of the line is remembered
     per values (bounded); the time's part is remembered within its second, and
-    the request id, new every time, is escaped. A time or request id that is
-    not a string, or a status that is not an int, goes to :func:`encode_event`.
+    the request id, new every time, is escaped. ``values`` must hold exactly
+    one value per field (ValueError otherwise), each a plain ``str``, ``int``
+    or None (not a subclass, bool or float: a value equal to a remembered one
+    would be written as that one), as the engine's are; a time or request id
+    that is not a string, or a status that is not an int, goes to
+    :func:`encode_event`.
 
     >>> decision_line(("2026-01-02T03:04:05Z", "ab12", "GET", "/x", "api", "deny",
     ...                "missing_credentials", 401, None, None, "::1", None, None, None))[:74]
     '{"time":"2026-01-02T03:04:05Z","request_id":"ab12","method":"GET","path":"'
     """
+    if len(values) != len(DECISION_FIELDS):
+        raise ValueError(f"a decision has {len(DECISION_FIELDS)} values, got {len(values)}")
     time, rid, status = values[0], values[1], values[7]
     if type(time) is str and type(rid) is str and type(status) is int:
         rest = values[2:]
-        try:
-            tail = _TAILS.get(rest)
-        except TypeError:  # an unhashable value: a list or an object
-            tail = None
-        else:
-            if tail is None:
-                tail = _tail(rest)
+        tail = _TAILS.get(rest)
+        if tail is None:
+            tail = _tail(rest)
         if tail is not None:
             head = _HEADS.get(time)
             if head is None:
@@ -195,8 +203,7 @@ def decision_line(values: Decision) -> str:
 
 def _tail(rest: Decision) -> str | None:
     """The line after the request id's text for these values (the fields after
-    the request id); None when a value is not a string, None or int. It is
-    remembered when short and every value but the status is a string or None."""
+    the request id, of the plain types), remembered when short."""
     line: list[str] = []
     for key, value in zip(_TAIL_KEYS, rest, strict=True):
         text = _text(value)
@@ -205,9 +212,7 @@ def _tail(rest: Decision) -> str | None:
         line += key, text
     line.append("}")
     tail = "".join(line)
-    if len(tail) <= _TAIL_MEMO_CHARS and all(
-        value is None or isinstance(value, str) for value in rest[:5] + rest[6:]
-    ):
+    if len(tail) <= _TAIL_MEMO_CHARS:
         remember(_TAILS, rest, tail, _TAIL_MEMO_SIZE)
     return tail
 
@@ -216,11 +221,9 @@ def _tail(rest: Decision) -> str | None:
 _TAIL_KEYS = tuple("," + _quote(key) + ":" for key in DECISION_FIELDS[2:])
 _HEADS: dict[str, str] = {}
 _TAILS: dict[Decision, str] = {}
-"""Values after the request id -> their part of the line. A hit gives the
-same text as encoding the values looked up: a remembered key holds strings
-and None, and an int status; only a string with the same text (a str enum
-member is one) equals a string, only None equals None, and the caller checks
-that the status is an int (not a float or bool equal to one)."""
+"""Values after the request id -> their part of the line. Keys and lookups
+hold values of the plain types only (:data:`_PLAIN`; the callers'
+precondition), so a hit is the text of the very values looked up."""
 _TAIL_MEMO_CHARS = 1024
 _TAIL_MEMO_SIZE = 1024
 
@@ -305,8 +308,9 @@ class FileAuditSink:
 
     def emit_decision(self, values: Decision) -> None:
         """Emit the decision event with these values (in the order of
-        :data:`DECISION_FIELDS`): the same line as :meth:`emit` of that event
-        writes, without building the event unless the fallback needs it."""
+        :data:`DECISION_FIELDS`, of the plain types :func:`decision_line`
+        asks for): the same line as :meth:`emit` of that event writes,
+        without building the event unless the fallback needs it."""
         self._append(decision_line(values), values)
 
     def _append(self, line: str, event: Mapping[str, Any] | Decision) -> None:

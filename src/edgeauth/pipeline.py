@@ -610,10 +610,15 @@ class Engine:
             fingerprint(trace.credential) if trace.credential else None,
         )
         try:
-            if self._decisions is not None:
+            # The line of plain values is remembered in parts: a method or
+            # client the server gave as a str subclass goes the general way.
+            if self._decisions is not None and type(method) is str and type(client) in _PLAIN_TEXT:
                 self._decisions(values)
             else:
-                self._audit.emit(dict(zip(DECISION_FIELDS, values, strict=True)))
+                event = dict(zip(DECISION_FIELDS, values, strict=True))
+                if type(outcome) is Denial:
+                    event["code"] = outcome.code  # the Code member, as sinks always got it
+                self._audit.emit(event)
         except Exception:
             log.exception("audit sink failed for request %s", outcome.request_id)
 
@@ -675,6 +680,7 @@ def _iso(moment: float) -> str:
 
 
 _iso_memo: tuple[int, str] = (-1, "")
+_PLAIN_TEXT = frozenset({str, type(None)})
 
 
 def _credentials(rule: Rule, view: RequestView) -> dict[CredentialSource, str]:
