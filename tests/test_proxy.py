@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -13,8 +14,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from edgeauth import load_policy
 from edgeauth.model import Allow, RequestView
-from edgeauth.proxy import request_headers, response_headers
+from edgeauth.pipeline import Engine
+from edgeauth.proxy import Proxy, request_headers, response_headers
 
 from . import servers
 from .cases import ALICE
@@ -673,3 +676,45 @@ def test_response_headers_replace_access_control_on_cors_rules() -> None:
         (b"Content-Type", b"text/plain"),
         (b"ratelimit-limit", b"5"),
     ]
+
+
+async def test_a_pooled_upstream_connection_keeps_no_read_timer_of_a_response_read_slowly(
+    tmp_path: Path,
+) -> None:
+    """A response read more slowly than it arrived (reading paused for
+    back-pressure, its end parsed when reading resumes) leaves no read timer
+    on the pooled connection: the next request over it, sent after longer
+    than read_timeout, is answered (aiohttp 3.14 re-arms the timer there, and
+    the next request fails with a read timeout although the upstream is fine)."""
+    body = b"x" * (512 * 1024)
+    connections = []
+
+    async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer)
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(upstream, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    section = servers.server_section(0, f"http://127.0.0.1:{port}", read_timeout=0.3)
+    policy = load_policy(write_policy(tmp_path, section + SEED_POLICY))
+    proxy = Proxy(policy, Engine(policy))
+    await proxy.startup()
+    try:
+        session = proxy.session
+        for _ in range(3):
+            async with session.get(f"http://127.0.0.1:{port}/big", read_bufsize=2**14) as r:
+                await asyncio.sleep(0.05)  # all of it arrives while nothing reads
+                assert len(b"".join([c async for c in r.content.iter_any()])) == len(body)
+            await asyncio.sleep(0.5)  # longer than read_timeout, the connection idle
+            async with session.get(f"http://127.0.0.1:{port}/next") as r:
+                assert len(await r.read()) == len(body)
+        assert len(connections) == 1  # every request went over the one pooled connection
+    finally:
+        await proxy.aclose()
+        server.close()
+        await server.wait_closed()

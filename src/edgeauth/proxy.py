@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Iterable, Sequence
 from urllib.parse import quote_from_bytes
 
 import aiohttp
 import yarl
+from aiohttp.client_proto import ResponseHandler
 from multidict import CIMultiDict
 
 from .asgi import (
@@ -261,6 +263,25 @@ class _UpstreamRequest(aiohttp.ClientRequest):
         return
 
 
+class _UpstreamConnection(ResponseHandler):
+    """aiohttp's connection protocol, without a stale read timer.
+
+    When resuming a read paused for back-pressure parses the end of the
+    response, the response has ended and the connection has gone back to the
+    pool, yet aiohttp 3.14 re-arms ``sock_read`` ([server] read_timeout)
+    after it. The timer then fires on the idle connection, or during the
+    next request sent over it (a large upload), which fails with a read
+    timeout (504) while the upstream is fine. A response that has ended
+    waits for nothing: the timer is dropped.
+    """
+
+    def resume_reading(self, resume_parser: bool = True) -> None:
+        super().resume_reading(resume_parser)
+        payload = self._payload
+        if payload is not None and payload.is_eof():
+            self._drop_timeout()
+
+
 class Proxy:
     """The reverse proxy as an ASGI app; ``edgeauth serve`` runs it.
 
@@ -281,10 +302,14 @@ class Proxy:
     async def startup(self) -> None:
         """Open the worker's pooled upstream session."""
         settings = self.policy.server
+        # No pool cap: each client request holds at most one upstream
+        # connection, so the client connections bound them.
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=15)
+        connector._factory = functools.partial(  # type: ignore[assignment]  # a subclass
+            _UpstreamConnection, loop=connector._loop
+        )
         self._session = aiohttp.ClientSession(
-            # No pool cap: each client request holds at most one upstream
-            # connection, so the client connections bound them.
-            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=15),
+            connector=connector,
             # Never keep one user's upstream cookies for another user.
             cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,
