@@ -383,10 +383,12 @@ def test_the_proxys_settling_view_is_the_whole_view_in_what_it_holds(tmp_path: P
     for others, credentials, peer in itertools.product(OTHERS, CREDENTIALS, PEERS):
         scope = scope_of("GET", b"/api/protected/x", [*others, *credentials], peer)
         whole, _ = view_from_scope(dict(scope), policy)  # classifies the header names
-        short = settling_view(dict(scope), policy)
-        if short is None:
+        read = settling_view(dict(scope), policy)
+        if read is None:
             continue
         seen += 1
+        short, read_peer = read
+        assert read_peer == peer[0]
         for name in ("method", "raw_path", "query", "scheme", "client", "websocket"):
             assert getattr(short, name) == getattr(whole, name), (name, others, peer)
         assert short.headers == {k: v for k, v in whole.headers.items() if k in short.headers}

@@ -73,18 +73,16 @@ def view_from_scope(scope: Scope, policy: Policy) -> tuple[RequestView, list[tup
         mapped[key] = (text,) if previous is None else (*previous, text)
     if stripped:  # rare: a second pass keeps the others in order
         headers = [(n, v) for n, v in headers if (keys.get(n) or classify(n)[which])]
-    address = peer
-    if trusted:
-        address = client_address(peer, mapped.get("x-forwarded-for", ()), policy.trusts)
     websocket = scope["type"] == "websocket"
     raw = scope.get("raw_path")
-    view = RequestView(
+    view = _view(
+        scope,
+        policy,
         "GET" if websocket else scope["method"].upper(),
         raw if type(raw) is bytes else raw_path(scope),
-        scope.get("query_string", b""),
         mapped,
-        _scheme(scope, mapped, trusted),
-        address,
+        peer,
+        trusted,
         websocket,
     )
     return view, headers
@@ -135,25 +133,43 @@ def settling_fields(
     return fields, peer, trusted
 
 
-def settling_view(scope: Scope, policy: Policy) -> RequestView | None:
-    """:func:`settling_fields` for the reverse proxy, as a view of the request
-    whose headers are the fields read (``forwarded``); None as there."""
+def settling_view(scope: Scope, policy: Policy) -> tuple[RequestView, str | None] | None:
+    """:func:`settling_fields` for the reverse proxy: a view of the request
+    whose headers are the fields read (``forwarded``), and the peer's
+    address; None as there. The caller vouches for a GET or HEAD whose raw
+    path is bytes."""
     read = settling_fields(scope, policy, forwarded=True)
     if read is None:
         return None
     fields, peer, trusted = read
+    view = _view(scope, policy, scope["method"], scope["raw_path"], fields, peer, trusted, False)
+    return view, peer
+
+
+def _view(
+    scope: Scope,
+    policy: Policy,
+    method: str,
+    raw: bytes,
+    headers: dict[str, tuple[str, ...]],
+    peer: str | None,
+    trusted: bool,
+    websocket: bool,
+) -> RequestView:
+    """The view of a request whose header fields (all, or those read) are
+    ``headers``: the client address and scheme from a trusted peer's
+    X-Forwarded-For and -Proto."""
     address = peer
     if trusted:
-        address = client_address(peer, fields.get("x-forwarded-for", ()), policy.trusts)
-    raw = scope["raw_path"]  # bytes: the caller checked
+        address = client_address(peer, headers.get("x-forwarded-for", ()), policy.trusts)
     return RequestView(
-        scope["method"],
+        method,
         raw,
         scope.get("query_string", b""),
-        fields,
-        _scheme(scope, fields, trusted),
+        headers,
+        _scheme(scope, headers, trusted),
         address,
-        False,
+        websocket,
     )
 
 

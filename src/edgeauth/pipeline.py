@@ -612,7 +612,8 @@ class Engine:
         try:
             # The line of plain values is remembered in parts: a method or
             # client the server gave as a str subclass goes the general way.
-            if self._decisions is not None and type(method) is str and type(client) in _PLAIN_TEXT:
+            plain = type(method) is str and (client is None or type(client) is str)
+            if self._decisions is not None and plain:
                 self._decisions(values)
             else:
                 event = dict(zip(DECISION_FIELDS, values, strict=True))
@@ -680,7 +681,6 @@ def _iso(moment: float) -> str:
 
 
 _iso_memo: tuple[int, str] = (-1, "")
-_PLAIN_TEXT = frozenset({str, type(None)})
 
 
 def _credentials(rule: Rule, view: RequestView) -> dict[CredentialSource, str]:

@@ -351,7 +351,7 @@ class Proxy:
                 settled = self._settled(scope)
             except Exception:  # a malformed scope: the whole path answers it
                 settled = None
-            if isinstance(settled, Denial):  # audited already
+            if type(settled) is Denial:  # audited already
                 await send_rendered(scope, send, render_denial(settled, scope["method"]))
                 return
             decided = settled
@@ -383,13 +383,11 @@ class Proxy:
         method = scope["method"]
         if (method != "GET" and method != "HEAD") or type(scope.get("raw_path")) is not bytes:
             return None
-        view = settling_view(scope, self.policy)
-        if view is None:
+        read = settling_view(scope, self.policy)
+        if read is None:
             return None
-        client = scope.get("client")
-        outcome = self.engine.settled(
-            method, view.raw_path, view.headers, client[0] if client else None
-        )
+        view, peer = read
+        outcome = self.engine.settled(method, view.raw_path, view.headers, peer)
         if type(outcome) is Allow:
             return outcome, view, scope["headers"]
         return outcome
