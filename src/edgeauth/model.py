@@ -167,6 +167,26 @@ class RequestView:
     client: str | None = None
     websocket: bool = False
 
+    # The constructors of the classes built for every request are written out:
+    # the one @dataclass generates stays interpreted in the compiled build.
+    def __init__(
+        self,
+        method: str,
+        raw_path: bytes,
+        query: bytes = b"",
+        headers: Mapping[str, tuple[str, ...]] | None = None,
+        scheme: str = "http",
+        client: str | None = None,
+        websocket: bool = False,
+    ) -> None:
+        self.method = method
+        self.raw_path = raw_path
+        self.query = query
+        self.headers = {} if headers is None else headers
+        self.scheme = scheme
+        self.client = client
+        self.websocket = websocket
+
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (lower-case), or None."""
         values = self.headers.get(name)
@@ -195,6 +215,30 @@ class Allow:
     cors: bool = False
     """The rule has CORS: ``Access-Control-*`` from the app are replaced."""
 
+    def __init__(
+        self,
+        request_id: str,
+        rule_id: str,
+        path: str,
+        raw_path: bytes,
+        identity: Identity | None = None,
+        upstream_headers: tuple[Header, ...] = (),
+        withheld: tuple[str, ...] = (),
+        response_headers: tuple[Header, ...] = (),
+        max_body: int | None = None,
+        cors: bool = False,
+    ) -> None:
+        self.request_id = request_id
+        self.rule_id = rule_id
+        self.path = path
+        self.raw_path = raw_path
+        self.identity = identity
+        self.upstream_headers = upstream_headers
+        self.withheld = withheld
+        self.response_headers = response_headers
+        self.max_body = max_body
+        self.cors = cors
+
 
 @final
 @dataclass(slots=True, eq=False)
@@ -212,6 +256,24 @@ class Denial:
     location: str | None = None
     headers: tuple[Header, ...] = ()
     message: str | None = None
+
+    def __init__(
+        self,
+        request_id: str,
+        code: Code,
+        rule_id: str | None = None,
+        page: bool = False,
+        location: str | None = None,
+        headers: tuple[Header, ...] = (),
+        message: str | None = None,
+    ) -> None:
+        self.request_id = request_id
+        self.code = code
+        self.rule_id = rule_id
+        self.page = page
+        self.location = location
+        self.headers = headers
+        self.message = message
 
     @property
     def status(self) -> int:

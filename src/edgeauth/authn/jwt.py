@@ -135,7 +135,7 @@ class VerifyKey:
     kid: str | None
     algorithms: frozenset[str]
     key: Any
-    tag: object
+    tag: tuple[str | None, frozenset[str], bytes]
 
 
 class KeySet:
