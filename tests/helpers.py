@@ -1,4 +1,5 @@
-"""Shared test helpers: policies on disk, tokens, an echo app, a raw ASGI driver."""
+"""Shared test helpers: policies on disk, tokens, an echo app, a raw ASGI driver,
+and stand-ins that work in the plain and the mypyc-compiled build alike."""
 
 from __future__ import annotations
 
@@ -11,8 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+import pytest
 
-from edgeauth import EdgeAuth, load_policy
+from edgeauth import EdgeAuth, Engine, load_policy
+from edgeauth.authn.jwt import JwtAuthenticator
+from edgeauth.model import Outcome, RequestView
+from edgeauth.policy import Policy
 
 SECRET = "test-session-secret-that-is-long-enough-0123456789"
 ISSUER = "https://issuer.test"
@@ -239,3 +244,50 @@ class RecordingAudit:
 
     def emit(self, event: Mapping[str, Any]) -> None:
         self.events.append(dict(event))
+
+
+class SpyEngine:
+    """A real engine that keeps every view it was asked to decide.
+
+    It holds the engine rather than subclassing it (a compiled class cannot be
+    subclassed) and offers only ``evaluate``, all a forward-auth endpoint calls:
+    any other use fails loudly.
+    """
+
+    def __init__(self, policy: Policy, **kwargs: Any) -> None:
+        self.engine = Engine(policy, **kwargs)
+        self.views: list[RequestView] = []
+
+    async def evaluate(self, view: RequestView) -> Outcome:
+        self.views.append(view)
+        return await self.engine.evaluate(view)
+
+
+class BrokenKeys:
+    """A JWT key provider with a bug: every call raises RuntimeError(``message``)."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+    async def key_for(self, kid: str | None, alg: str, now: float) -> tuple[Any, object]:
+        raise RuntimeError(self.message)
+
+    def key_valid(self, tag: object) -> bool:
+        raise RuntimeError(self.message)
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+def break_verification(
+    monkeypatch: pytest.MonkeyPatch, authenticator: object, message: str
+) -> None:
+    """Make every JWT verification by ``authenticator`` raise RuntimeError(``message``):
+    a bug inside the decision, not a bad credential.
+
+    The fault is in the key provider (an attribute typed by a protocol, so it can
+    be replaced in the compiled build too, where methods cannot). A token the
+    verified-token cache holds never reaches it: send one minted for the test.
+    """
+    assert isinstance(authenticator, JwtAuthenticator)
+    monkeypatch.setattr(authenticator, "_keys", BrokenKeys(message))

@@ -133,7 +133,9 @@ class AppProcess:
         return self
 
     def launch(self) -> None:
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        # The tests' own path first (the compiled build, when it is under test).
+        path = [*filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep)), str(ROOT)]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "tests.redis_server", str(self.policy)],

@@ -12,8 +12,6 @@ import pytest
 
 from edgeauth import EdgeAuth, Engine, load_policy
 from edgeauth.forward_auth import ForwardAuthApp
-from edgeauth.model import Outcome, RequestView
-from edgeauth.policy import Policy
 
 from .gateway_fixtures import forward_auth_policy
 from .helpers import (
@@ -22,6 +20,7 @@ from .helpers import (
     SEED_POLICY,
     RecordingAudit,
     Response,
+    SpyEngine,
     call,
     echo_app,
     session_token,
@@ -36,18 +35,6 @@ URI_HEADERS = {
 }
 
 
-class SpyEngine(Engine):
-    """An engine that keeps the views it was asked to decide."""
-
-    def __init__(self, policy: Policy, **kwargs: Any) -> None:
-        super().__init__(policy, **kwargs)
-        self.views: list[RequestView] = []
-
-    async def evaluate(self, view: RequestView) -> Outcome:
-        self.views.append(view)
-        return await super().evaluate(view)
-
-
 class Endpoint:
     """A ForwardAuthApp of one dialect, with a spy engine and recorded audit events."""
 
@@ -56,7 +43,7 @@ class Endpoint:
         self.audit = RecordingAudit()
         self.engine = SpyEngine(self.policy, audit=self.audit)
         self.refusals = RecordingAudit()
-        self.app = ForwardAuthApp(self.policy, self.engine, audit=self.refusals)
+        self.app = ForwardAuthApp(self.policy, self.engine, audit=self.refusals)  # type: ignore[arg-type]
         self.dialect = dialect
 
     async def ask(

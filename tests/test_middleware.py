@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -18,6 +17,7 @@ from .helpers import (
     SECRET,
     SEED_POLICY,
     RecordingAudit,
+    break_verification,
     call,
     echo_app,
     guarded,
@@ -514,12 +514,6 @@ async def test_body_over_max_body_is_413(tmp_path: Path) -> None:
 # Failures -----------------------------------------------------------------
 
 
-class _Exploding:
-    id = "boom"
-    sources = ()
-    forward_credential = True
-
-
 async def test_internal_error_is_a_generic_500_and_the_app_is_not_called(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -532,13 +526,10 @@ async def test_internal_error_is_a_generic_500_and_the_app_is_not_called(
 
     guard = guarded(tmp_path, app=app)
     session = guard.policy.authenticators["session"]
-
-    async def boom(credential: str, now: float) -> Identity:
-        raise RuntimeError("database password=hunter2 at /srv/x.py line 3")
-
-    monkeypatch.setattr(session, "authenticate", boom)
+    break_verification(monkeypatch, session, "database password=hunter2 at /srv/x.py line 3")
+    token = session_token(purpose="internal-error")  # not in the token cache
     with caplog.at_level(logging.ERROR, logger="edgeauth"):
-        r = await call(guard, raw_path=b"/api/protected/x", headers=[cookie()])
+        r = await call(guard, raw_path=b"/api/protected/x", headers=[cookie(token)])
     assert r.status == 500
     body = r.json()
     assert body["code"] == "internal_error"
@@ -706,10 +697,13 @@ async def test_lifespan_shutdown_closes_the_policy(
     """At lifespan shutdown the policy's connections are released before the server is told."""
     closed: list[str] = []
 
-    async def aclose() -> None:
-        closed.append("policy")
+    class Recorder:
+        """Stands in for an authenticator: the policy's aclose closes every one."""
 
-    monkeypatch.setattr(app, "policy", SimpleNamespace(aclose=aclose))
+        async def aclose(self) -> None:
+            closed.append("policy")
+
+    monkeypatch.setitem(app.policy.authenticators, "recorder", Recorder())
 
     async def inner(scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "lifespan.startup.complete"})

@@ -15,10 +15,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from edgeauth.model import Outcome, RequestView
+from edgeauth.model import RequestView
 from edgeauth.paths import canonicalize
-from edgeauth.pipeline import Engine
-from edgeauth.policy import Policy
 
 from ..helpers import RawRequest, Response, echo_app
 from .cases_leakage import leaks
@@ -98,18 +96,6 @@ class Recorder:
                 }
             )
         await echo_app(scope, receive, send)
-
-
-class SpyEngine(Engine):
-    """An engine that keeps every view it was asked to decide."""
-
-    def __init__(self, policy: Policy, **kwargs: Any) -> None:
-        super().__init__(policy, **kwargs)
-        self.views: list[RequestView] = []
-
-    async def evaluate(self, view: RequestView) -> Outcome:
-        self.views.append(view)
-        return await super().evaluate(view)
 
 
 def credentials(headers: Iterable[tuple[str, str]], query: bytes = b"") -> list[str]:

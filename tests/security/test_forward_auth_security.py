@@ -16,8 +16,8 @@ from edgeauth import load_policy
 from edgeauth.forward_auth import ForwardAuthApp
 
 from .. import servers
-from ..cases import ALICE, cookie
-from ..helpers import RecordingAudit, call
+from ..cases import cookie
+from ..helpers import RecordingAudit, SpyEngine, break_verification, call, session_token
 from . import cases_ssrf
 from .cases_leakage import leaks
 from .common import (
@@ -28,7 +28,7 @@ from .common import (
     forward_auth_section,
     write_security_policy,
 )
-from .harness import SpyEngine, check_forward_auth, check_safe, gateway_request
+from .harness import check_forward_auth, check_safe, gateway_request
 from .table import ALL, case_id
 
 
@@ -48,7 +48,8 @@ def endpoint(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     policy = load_policy(write_security_policy(folder, server, forward_auth_section(dialect)))
     audit, refusals = RecordingAudit(), RecordingAudit()
     engine = SpyEngine(policy, audit=audit)
-    return Endpoint(ForwardAuthApp(policy, engine, audit=refusals), engine, audit, refusals)
+    app = ForwardAuthApp(policy, engine, audit=refusals)  # type: ignore[arg-type]
+    return Endpoint(app, engine, audit, refusals)
 
 
 async def run(case: Attack, endpoint: Endpoint) -> None:
@@ -85,19 +86,13 @@ async def test_internal_error_is_a_generic_500(
     """A failure inside the decision is a bare 500 in the dialect: no exception text,
     type or secret (fail closed; CWE-209)."""
 
-    async def explode(credential: str, now: float) -> None:
-        raise RuntimeError(f"boom {SECRET} /srv/app/settings.py line 1")
-
-    def explode_now(credential: str, now: float) -> None:
-        raise RuntimeError(f"boom {SECRET} /srv/app/settings.py line 1")
-
-    # Both ways in: the cache lookup and the verification (a cached token takes the first).
-    monkeypatch.setattr(endpoint.app.policy.authenticators["session"], "verified", explode_now)
-    monkeypatch.setattr(endpoint.app.policy.authenticators["session"], "authenticate", explode)
-    case = Attack("internal-error", b"/api/protected/me", 500, headers=(cookie(ALICE),))
+    session = endpoint.app.policy.authenticators["session"]
+    break_verification(monkeypatch, session, f"boom {SECRET} /srv/app/settings.py line 1")
+    token = session_token("alice", purpose="internal-error")  # not in the token cache
+    case = Attack("internal-error", b"/api/protected/me", 500, headers=(cookie(token),))
     response = await call(endpoint.app, gateway_request(case, endpoint.app.dialect))
     real = response.header("x-edgeauth-status") or str(response.status)
     assert real == "500"
     assert response.status != 200
     text = "\n".join(f"{n}: {v}" for n, v in response.headers) + response.body.decode()
-    assert not leaks(text, [ALICE]) and "boom" not in text
+    assert not leaks(text, [token]) and "boom" not in text

@@ -12,8 +12,8 @@ from edgeauth import EdgeAuth, load_policy
 from edgeauth.errors import ConfigError
 
 from .. import servers
-from ..cases import ALICE, check, cookie
-from ..helpers import RawRequest, RecordingAudit, call
+from ..cases import check, cookie
+from ..helpers import RawRequest, RecordingAudit, break_verification, call, session_token
 from ..jwks_server import JwksServer, public_jwk
 from . import cases_ssrf
 from .cases_leakage import leaks
@@ -151,25 +151,19 @@ async def test_internal_error_is_a_generic_500(
     """A failure inside the decision is a bare JSON 500: no exception text, type or
     secret, and the app is not called (fail closed; CWE-209)."""
 
-    async def explode(credential: str, now: float) -> None:
-        raise RuntimeError(f"boom {SECRET} /srv/app/settings.py line 1")
-
-    def explode_now(credential: str, now: float) -> None:
-        raise RuntimeError(f"boom {SECRET} /srv/app/settings.py line 1")
-
-    # Both ways in: the cache lookup and the verification (a cached token takes the first).
-    monkeypatch.setattr(guarded.app.policy.authenticators["session"], "verified", explode_now)
-    monkeypatch.setattr(guarded.app.policy.authenticators["session"], "authenticate", explode)
+    session = guarded.app.policy.authenticators["session"]
+    break_verification(monkeypatch, session, f"boom {SECRET} /srv/app/settings.py line 1")
+    token = session_token("alice", purpose="internal-error")  # not in the token cache
     guarded.recorder.seen.clear()
     guarded.audit.events.clear()
     r = await call(
         guarded.app,
-        RawRequest(raw_path=b"/api/protected/me", headers=[("host", "app.test"), cookie(ALICE)]),
+        RawRequest(raw_path=b"/api/protected/me", headers=[("host", "app.test"), cookie(token)]),
     )
     assert r.status == 500
     assert r.json()["code"] == "internal_error"
     text = "\n".join(f"{n}: {v}" for n, v in r.headers) + r.body.decode()
-    assert not leaks(text, [ALICE]) and "boom" not in text
+    assert not leaks(text, [token]) and "boom" not in text
     assert guarded.recorder.seen == []
     assert "boom" not in json.dumps(guarded.audit.events)
 
