@@ -8,6 +8,10 @@ with its range, the median p50/p99 latencies, and each server's peak RSS at
 the end.
 Results are also written as JSON (bench/results/latest.json).
 
+edgeauth is measured as built for production: its request path compiled by
+mypyc (build/compiled, made by ./scripts/compile); ``--build source`` measures
+the Python sources instead.
+
     ./scripts/bench                  # everything
     ./scripts/bench --rounds 1 --seconds 3 --only raw,mw_   # a quick look
     ./scripts/bench --keep-servers   # one process per server for the whole run
@@ -38,6 +42,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
+COMPILED = ROOT / "build" / "compiled"
 SECRET = "benchmark-session-secret-0123456789-abcdefghijklmnop"
 ISSUER = "https://issuer.bench"
 AUDIENCE = "bench-api"
@@ -351,6 +356,11 @@ def main() -> int:
     )
     parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "latest.json"))
     parser.add_argument(
+        "--build", choices=("compiled", "source"), default="compiled",
+        help="the edgeauth measured: request path compiled by mypyc (default; ./scripts/compile "
+        "builds it) or the Python sources",
+    )
+    parser.add_argument(
         "--stream-mib",
         type=int,
         default=1024,
@@ -362,6 +372,18 @@ def main() -> int:
         if shutil.which(tool) is None:
             print(f"bench: {tool} is not installed (./scripts/bench installs it)", file=sys.stderr)
             return 2
+
+    # What the servers import: the compiled build first on the path, or the sources.
+    args.pythonpath = f"{COMPILED}{os.pathsep}{ROOT}" if args.build == "compiled" else str(ROOT)
+    loaded = subprocess.run(
+        [PYTHON, "-c", "import edgeauth.pipeline as m; print(m.__file__)"],
+        env={**os.environ, "PYTHONPATH": args.pythonpath}, capture_output=True, text=True, check=False,
+    ).stdout.strip()
+    if loaded.endswith(".py") != (args.build == "source"):
+        print(f"bench: the {args.build} build is not what loads ({loaded or 'nothing'}); "
+              "./scripts/compile builds the compiled one", file=sys.stderr)
+        return 2
+    print(f"edgeauth build: {args.build} ({loaded})", file=sys.stderr)
 
     with workdir() as work:
         bench = Bench(work, args.seconds, args.warmup)
@@ -384,7 +406,7 @@ def run(bench: Bench, work: Path, args: argparse.Namespace) -> int:
             f.write(jwt.encode({"sub": f"user-{i}", "role": ["user"], **claims}, SECRET, algorithm="HS256") + "\n")
     policy = write_policy(work, pem)
     env = {"BENCH_SECRET": SECRET, "BENCH_ISSUER": ISSUER, "BENCH_AUDIENCE": AUDIENCE,
-           "BENCH_POLICY": str(policy), "PYTHONPATH": str(ROOT)}
+           "BENCH_POLICY": str(policy), "PYTHONPATH": args.pythonpath}
 
     only = [o for o in args.only.split(",") if o]
 
@@ -442,7 +464,7 @@ def run(bench: Bench, work: Path, args: argparse.Namespace) -> int:
         if _has_serve():
             listen_port = free_port()
             proxy_policy = write_policy(work, pem, upstream=upstream_url, listen=f"127.0.0.1:{listen_port}")
-            _spawn_serve(bench, proxy_policy, listen_port)
+            _spawn_serve(bench, proxy_policy, listen_port, args.pythonpath)
             _nginx_forward_auth(bench, listen_port, upstream.port)
             scenarios += [
                 Scenario("forward_auth_cached", "serve", "/_edgeauth/auth", headers={**fa, **cookie}),
@@ -500,19 +522,19 @@ def run(bench: Bench, work: Path, args: argparse.Namespace) -> int:
             seen += uncached.tokens_used - before
         args.serve_tokens = min(seen, TOKENS)
     rss = {name: peak_rss_mib(server.proc.pid) for name, server in bench.servers.items() if server.proc}
-    stream = streaming(args.stream_mib) if args.stream_mib and not only else None
+    stream = streaming(args.stream_mib, args.pythonpath) if args.stream_mib and not only else None
     report(scenarios, results, rss, args, stream)
     return 0
 
 
-def streaming(mib: int) -> dict[str, float] | None:
+def streaming(mib: int, pythonpath: str) -> dict[str, float] | None:
     """Upload and download ``mib`` MiB through `edgeauth serve` (the proxy test's
     streaming check, at benchmark size) and read the proxy's RSS growth."""
     print(f"streaming {mib} MiB each way through edgeauth serve", file=sys.stderr)
     out = subprocess.run(
         [PYTHON, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
          "tests/test_proxy.py::test_bodies_stream_both_ways_without_buffering"],
-        cwd=ROOT, env={**os.environ, "EDGEAUTH_STREAM_MIB": str(mib)},
+        cwd=ROOT, env={**os.environ, "EDGEAUTH_STREAM_MIB": str(mib), "PYTHONPATH": pythonpath},
         capture_output=True, text=True, timeout=1800, check=False,
     )
     match = re.search(r"proxy RSS baseline ([\d.]+) MiB, peak ([\d.]+) MiB", out.stdout)
@@ -531,9 +553,9 @@ def _has_serve() -> bool:
     return True
 
 
-def _spawn_serve(bench: Bench, policy: Path, port: int) -> Server:
+def _spawn_serve(bench: Bench, policy: Path, port: int, pythonpath: str) -> Server:
     argv = [str(ROOT / ".venv" / "bin" / "edgeauth"), "serve", "--config", str(policy)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": pythonpath}
     return bench.launch("serve", port, argv, env, SERVER_CORE)
 
 
@@ -658,7 +680,7 @@ def report(
     out.write_text(json.dumps({
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "rounds": args.rounds, "seconds": args.seconds, "slices": args.slices, "connections": 32,
-        "cpu": os.cpu_count(), "python": sys.version.split()[0],
+        "cpu": os.cpu_count(), "python": sys.version.split()[0], "build": args.build,
         "scenarios": rows, "ratios": ratios, "streaming": stream,
     }, indent=2) + "\n")
     print(f"\nresults written to {out}")
