@@ -1,5 +1,6 @@
 """The applications the benchmark serves: a raw ASGI app, the same app verifying
-a JWT with PyJWT on every request, and the same app behind EdgeAuth.
+a JWT with PyJWT on every request, the same app behind EdgeAuth, and an app
+answering as edgeauth answers a denial.
 
 Each is selected by the environment (see ``bench/run.py``) and served by
 uvicorn (uvloop, httptools, one worker, no access log).
@@ -22,6 +23,27 @@ async def raw_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         return
     await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
     await send({"type": "http.response.body", "body": BODY})
+
+
+DENIAL_BODY = b'{"error":"Authentication required","code":"missing_credentials","request_id":"%s"}'
+DENIAL_HEADERS = [
+    (b"cache-control", b"no-store"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-request-id", b"0123456789abcdef"),
+    (b"www-authenticate", b'Bearer realm="edgeauth"'),
+    (b"content-type", b"application/json"),
+    (b"content-length", str(len(DENIAL_BODY % b"0123456789abcdef")).encode()),
+]
+
+
+async def denial_shaped_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The raw app answering what edgeauth answers a request without a
+    credential: the same status, headers and body (a request id of the same
+    length), and no decision. What the server charges for that answer."""
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 401, "headers": DENIAL_HEADERS})
+    await send({"type": "http.response.body", "body": DENIAL_BODY % b"0123456789abcdef"})
 
 
 _SECRET = os.environ.get("BENCH_SECRET", "")

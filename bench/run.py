@@ -432,10 +432,12 @@ def run(bench: Bench, work: Path, args: argparse.Namespace) -> int:
         ]
     if wanted("raw") or wanted("mw_"):
         bench.uvicorn("raw_pyjwt", "bench.apps:pyjwt_app", env)
+        bench.uvicorn("raw_denial_shape", "bench.apps:denial_shaped_app", env)
         bench.uvicorn("middleware", "bench.apps:guarded_app", env, factory=True)
         scenarios += [
             Scenario("raw_pyjwt_uncached", "raw_pyjwt", "/api/session/x", tokens_file=str(tokens_file),
                      token_header="Cookie", token_prefix="session="),
+            Scenario("raw_denial_shape", "raw_denial_shape", "/api/session/x", expect_status=401),
             Scenario("mw_public", "middleware", "/public/x"),
             Scenario("mw_cookie_hs256_cached", "middleware", "/api/session/x", headers=cookie),
             Scenario("mw_bearer_rs256_cached", "middleware", "/api/partner/x", headers=bearer),
@@ -591,19 +593,29 @@ RATIOS = [
     ("serve, cached RS256 bearer / bare aiohttp proxy", "serve_bearer_rs256_cached", "proxy_bare_aiohttp_bearer", 0.90),
     ("forward-auth endpoint, cached cookie / raw app", "forward_auth_cached", "raw_forward_auth", 0.70),
     ("nginx + edgeauth forward-auth / nginx alone (end to end)", "nginx_forward_auth", "nginx_proxy", 0.0),
+    # What the server alone charges for a denial's answer (six headers, a JSON
+    # body), and the share of the denied ratio left to edgeauth's own work.
+    ("raw app sending the denial's answer / raw app", "raw_denial_shape", "raw", 0.0),
+    ("middleware, denied / raw app sending the same answer", "mw_denied", "raw_denial_shape", 0.0),
 ]
 
 
 def ratio_blocks(scenarios: list[Scenario]) -> list[list[Scenario]]:
-    """The scenarios in measuring order: each ratio's baseline and scenario as
-    one block (every baseline serves one ratio), then the others one by one."""
+    """The scenarios in measuring order: each ratio's baseline and scenario in
+    one block (ratios that share a scenario share the block), then the others
+    one by one."""
     by_name = {s.name: s for s in scenarios}
     blocks: list[list[Scenario]] = []
-    placed: set[str] = set()
     for _, num, den, _ in RATIOS:
-        if num in by_name and den in by_name and not {num, den} & placed:
-            blocks.append([by_name[den], by_name[num]])
-            placed |= {num, den}
+        if num not in by_name or den not in by_name:
+            continue
+        pair = [by_name[den], by_name[num]]
+        block = next((b for b in blocks if pair[0] in b or pair[1] in b), None)
+        if block is None:
+            blocks.append(pair)
+        else:
+            block += [s for s in pair if s not in block]
+    placed = {s.name for block in blocks for s in block}
     blocks += [[s] for s in scenarios if s.name not in placed]
     return blocks
 
