@@ -892,3 +892,28 @@ async def test_every_proxy_only_header_from_untrusted_peers_is_removed(
     """All X-Forwarded-* and TLS client-certificate headers are removed from untrusted peers."""
     r = await call(app, raw_path=b"/public/x", headers=[(name, "spoofed")], client=("::1", 1))
     assert "spoofed" not in json.dumps(r.json()["headers"])
+
+
+async def test_a_header_value_of_another_type_gets_an_answer_never_an_exception(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server that hands over a header value as a bytearray (ASGI asks for
+    bytes) on a rule that withholds the credential gets edgeauth's own answer,
+    never an exception out of the middleware, and the credential does not reach
+    the app: the sources strip it, the compiled build (whose functions check
+    the types they declare) refuses the request as an internal error, audited."""
+    audit = RecordingAudit()
+    app = guarded(tmp_path, audit=audit)
+    headers = [
+        (b"host", b"app.test"),
+        (b"authorization", bytearray(f"Bearer {API_KEY}".encode())),
+    ]
+    with caplog.at_level(logging.ERROR, logger="edgeauth"):
+        r = await call(app, raw_path=b"/api/v1/x", extra={"headers": headers})
+    if r.status == 200:
+        assert "authorization" not in seen_headers(r.json())
+    else:
+        assert r.status == 500
+        assert r.json()["code"] == "internal_error"
+        assert audit.events[-1]["code"] == "internal_error"
+        assert API_KEY not in r.body.decode() and API_KEY not in json.dumps(audit.events)

@@ -98,7 +98,14 @@ class EdgeAuth:
             if decided is None:
                 return
             allow, view, headers = decided
-            inner = self._inner_scope(scope, allow, headers)
+            try:
+                inner = self._inner_scope(scope, allow, headers)
+            except Exception:  # a header the server should not have sent: fail closed
+                log.exception("cannot build the app's scope")
+                denial = Denial(allow.request_id, Code.INTERNAL_ERROR, allow.rule_id)
+                self.engine.report(view, denial, "cannot build the app's scope")
+                await send_rendered(scope, send, render_denial(denial, view.method))
+                return
             if allow.response_headers or self.engine.watches_upstream or allow.max_body is not None:
                 await self._forward_watched(scope, inner, receive, send, allow, view)
                 return

@@ -14,7 +14,7 @@ much and there are two or three per request.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, final
@@ -149,6 +149,38 @@ class Identity:
     issued_at: float | None = None
     expires_at: float | None = None
 
+    def __reduce__(self) -> tuple[Callable[..., Identity], tuple[Any, ...]]:
+        # copy and pickle rebuild it through the constructor: the compiled
+        # build's frozen slots refuse the state-setting way. Read-only claims
+        # (a mapping proxy, which cannot be pickled) are read-only again.
+        proxied = isinstance(self.claims, MappingProxyType)
+        claims = dict(self.claims) if proxied else self.claims
+        return _identity, (
+            proxied,
+            claims,
+            self.subject,
+            self.roles,
+            self.scopes,
+            self.authenticator,
+            self.credential_type,
+            self.key_id,
+            self.token_id,
+            self.issued_at,
+            self.expires_at,
+        )
+
+
+def _identity(
+    proxied: bool,
+    claims: Mapping[str, Any],
+    subject: str,
+    roles: tuple[str, ...],
+    scopes: tuple[str, ...],
+    *rest: Any,
+) -> Identity:
+    """An :class:`Identity` from its fields, its claims read-only if they were."""
+    return Identity(subject, roles, scopes, MappingProxyType(claims) if proxied else claims, *rest)
+
 
 @dataclass(slots=True, eq=False)
 class RequestView:
@@ -186,6 +218,19 @@ class RequestView:
         self.scheme = scheme
         self.client = client
         self.websocket = websocket
+
+    def __reduce__(self) -> tuple[type[RequestView], tuple[Any, ...]]:
+        # copy and pickle rebuild these classes through their constructors,
+        # which the compiled build's classes need.
+        return type(self), (
+            self.method,
+            self.raw_path,
+            self.query,
+            self.headers,
+            self.scheme,
+            self.client,
+            self.websocket,
+        )
 
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (lower-case), or None."""
@@ -239,6 +284,20 @@ class Allow:
         self.max_body = max_body
         self.cors = cors
 
+    def __reduce__(self) -> tuple[type[Allow], tuple[Any, ...]]:
+        return type(self), (
+            self.request_id,
+            self.rule_id,
+            self.path,
+            self.raw_path,
+            self.identity,
+            self.upstream_headers,
+            self.withheld,
+            self.response_headers,
+            self.max_body,
+            self.cors,
+        )
+
 
 @final
 @dataclass(slots=True, eq=False)
@@ -274,6 +333,17 @@ class Denial:
         self.location = location
         self.headers = headers
         self.message = message
+
+    def __reduce__(self) -> tuple[type[Denial], tuple[Any, ...]]:
+        return type(self), (
+            self.request_id,
+            self.code,
+            self.rule_id,
+            self.page,
+            self.location,
+            self.headers,
+            self.message,
+        )
 
     @property
     def status(self) -> int:

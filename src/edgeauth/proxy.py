@@ -369,6 +369,11 @@ class Proxy:
             except BadRequest:
                 await send_rendered(scope, send, _failure(outcome, Code.BAD_REQUEST, view.method))
                 return
+            except Exception:  # a header the server should not have sent: fail closed
+                log.exception("cannot build the upstream request's headers")
+                failed = _failure(outcome, Code.INTERNAL_ERROR, view.method)
+                await send_rendered(scope, send, failed)
+                return
             if websocket:
                 await self._websocket(scope, receive, send, outcome, upstream)
             else:
