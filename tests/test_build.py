@@ -98,7 +98,7 @@ def test_the_outcome_classes_copy_and_pickle_in_both_builds() -> None:
             pickle.loads(pickle.dumps(original)),
         ):
             assert type(again) is type(original)
-            assert _fields(again) == _fields(original)
+            assert _plain(again) == _plain(original)
     for again in (copy.deepcopy(identity), pickle.loads(pickle.dumps(identity))):
         assert isinstance(again.claims, MappingProxyType)
         assert again.claims == {"sub": "alice", "n": [1]}
@@ -106,13 +106,13 @@ def test_the_outcome_classes_copy_and_pickle_in_both_builds() -> None:
     assert type(pickle.loads(pickle.dumps(plain)).claims) is dict
 
 
-def _fields(obj: object) -> dict[str, object]:
+def _plain(obj: object) -> dict[str, object]:
     """A dataclass's fields, nested dataclasses and mappings as plain values."""
     out: dict[str, object] = {}
     for f in dataclasses.fields(obj):  # type: ignore[arg-type]
         value = getattr(obj, f.name)
         if dataclasses.is_dataclass(value):
-            value = _fields(value)
+            value = _plain(value)
         elif isinstance(value, Mapping):
             value = dict(value)
         out[f.name] = value

@@ -12,6 +12,7 @@ Any other build is pure Python and needs only setuptools.
 
 from __future__ import annotations
 
+import functools
 import os
 import tomllib
 from collections.abc import Callable, Iterator
@@ -53,12 +54,11 @@ def _pure() -> Iterator[None]:
 
 
 def _pure_hook(hook: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(hook)
     def run(*args: Any, **kwargs: Any) -> Any:
         with _pure():
             return hook(*args, **kwargs)
 
-    run.__name__ = run.__qualname__ = hook.__name__
-    run.__doc__ = hook.__doc__
     return run
 
 

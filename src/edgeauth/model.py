@@ -13,6 +13,7 @@ much and there are two or three per request.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -150,36 +151,22 @@ class Identity:
     expires_at: float | None = None
 
     def __reduce__(self) -> tuple[Callable[..., Identity], tuple[Any, ...]]:
-        # copy and pickle rebuild it through the constructor: the compiled
-        # build's frozen slots refuse the state-setting way. Read-only claims
-        # (a mapping proxy, which cannot be pickled) are read-only again.
-        proxied = isinstance(self.claims, MappingProxyType)
-        claims = dict(self.claims) if proxied else self.claims
-        return _identity, (
-            proxied,
-            claims,
-            self.subject,
-            self.roles,
-            self.scopes,
-            self.authenticator,
-            self.credential_type,
-            self.key_id,
-            self.token_id,
-            self.issued_at,
-            self.expires_at,
-        )
+        if not isinstance(self.claims, MappingProxyType):
+            return type(self), _fields(self)
+        # A mapping proxy cannot be pickled: its dict goes instead, read-only again.
+        return _read_only_claims, _fields(dataclasses.replace(self, claims=dict(self.claims)))
 
 
-def _identity(
-    proxied: bool,
-    claims: Mapping[str, Any],
-    subject: str,
-    roles: tuple[str, ...],
-    scopes: tuple[str, ...],
-    *rest: Any,
-) -> Identity:
-    """An :class:`Identity` from its fields, its claims read-only if they were."""
-    return Identity(subject, roles, scopes, MappingProxyType(claims) if proxied else claims, *rest)
+def _read_only_claims(*values: Any) -> Identity:
+    identity = Identity(*values)
+    return dataclasses.replace(identity, claims=MappingProxyType(identity.claims))
+
+
+def _fields(obj: Any) -> tuple[Any, ...]:
+    """The field values of a dataclass, in its constructor's order: what copy
+    and pickle rebuild the model's classes from (``__reduce__``), since the
+    compiled build's classes (slots, some frozen) refuse the state-setting way."""
+    return tuple(getattr(obj, f.name) for f in dataclasses.fields(obj))
 
 
 @dataclass(slots=True, eq=False)
@@ -220,17 +207,7 @@ class RequestView:
         self.websocket = websocket
 
     def __reduce__(self) -> tuple[type[RequestView], tuple[Any, ...]]:
-        # copy and pickle rebuild these classes through their constructors,
-        # which the compiled build's classes need.
-        return type(self), (
-            self.method,
-            self.raw_path,
-            self.query,
-            self.headers,
-            self.scheme,
-            self.client,
-            self.websocket,
-        )
+        return type(self), _fields(self)
 
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (lower-case), or None."""
@@ -285,18 +262,7 @@ class Allow:
         self.cors = cors
 
     def __reduce__(self) -> tuple[type[Allow], tuple[Any, ...]]:
-        return type(self), (
-            self.request_id,
-            self.rule_id,
-            self.path,
-            self.raw_path,
-            self.identity,
-            self.upstream_headers,
-            self.withheld,
-            self.response_headers,
-            self.max_body,
-            self.cors,
-        )
+        return type(self), _fields(self)
 
 
 @final
@@ -335,15 +301,7 @@ class Denial:
         self.message = message
 
     def __reduce__(self) -> tuple[type[Denial], tuple[Any, ...]]:
-        return type(self), (
-            self.request_id,
-            self.code,
-            self.rule_id,
-            self.page,
-            self.location,
-            self.headers,
-            self.message,
-        )
+        return type(self), _fields(self)
 
     @property
     def status(self) -> int:
