@@ -42,6 +42,17 @@ ROOT = Path(__file__).resolve().parents[1]
 EDGEAUTH = str(Path(sys.executable).with_name("edgeauth"))
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 15.0
+POLL = 15.0
+
+
+def poll(condition: Any, what: str) -> None:
+    """Wait (bounded) until ``condition()`` is true."""
+    deadline = time.monotonic() + POLL
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -1,7 +1,13 @@
-"""The shared case table (tests/cases.py) against the middleware and the proxy."""
+"""The shared case table (tests/cases.py) against the middleware and the proxy.
+
+Besides each case's answer, both front-ends are held to the audit's promise
+(docs/policy.md, "Audit events"): every denial is one event, with the
+answer's request id and code, whichever layer made it.
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,7 +17,7 @@ from edgeauth import EdgeAuth, load_policy
 
 from . import servers
 from .cases import CASES, POLICY, SERVER_SETTINGS, Case, check
-from .helpers import RawRequest, call, echo_app, write_policy
+from .helpers import RawRequest, RecordingAudit, Response, call, echo_app, write_policy
 
 
 class Recorder:
@@ -33,29 +39,49 @@ class Recorder:
         await echo_app(scope, receive, send)
 
 
+def audited(response: Response, events: list[dict[str, Any]]) -> None:
+    """A denial the front-end answered is audited exactly once, with its code."""
+    if response.status < 400:
+        return
+    rid = response.header("x-request-id")
+    assert rid, response.headers
+    found = [e for e in events if e["request_id"] == rid]
+    assert len(found) == 1, (rid, response.status, found)
+    assert found[0]["outcome"] == "deny" and found[0]["status"] == response.status
+    if response.header("content-type") == "application/json":
+        assert found[0]["code"] == response.json()["code"]
+
+
 @pytest.fixture(scope="module")
-def middleware(tmp_path_factory: pytest.TempPathFactory) -> tuple[EdgeAuth, Recorder]:
+def middleware(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[EdgeAuth, Recorder, RecordingAudit]:
     folder = tmp_path_factory.mktemp("middleware")
     text = servers.server_section(0, None, **SERVER_SETTINGS) + POLICY
-    recorder = Recorder()
-    return EdgeAuth(recorder, policy=load_policy(write_policy(folder, text))), recorder
+    recorder, audit = Recorder(), RecordingAudit()
+    app = EdgeAuth(recorder, policy=load_policy(write_policy(folder, text)), audit=audit)
+    return app, recorder, audit
 
 
 @pytest.fixture(scope="module")
-def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, servers.Process]]:
+def proxy(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[int, servers.Process, servers.Process]]:
     folder = tmp_path_factory.mktemp("proxy")
     with servers.upstream("echo", folder) as upstream:
         port = servers.free_port()
         text = servers.server_section(port, upstream.url, **SERVER_SETTINGS) + POLICY
-        with servers.edgeauth(write_policy(folder, text), port, dual_stack=True):
+        with servers.edgeauth(write_policy(folder, text), port, dual_stack=True) as ea:
             servers.upstream_log(upstream)  # start from an empty record
-            yield port, upstream
+            yield port, upstream, ea
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-async def test_middleware(case: Case, middleware: tuple[EdgeAuth, Recorder]) -> None:
+async def test_middleware(
+    case: Case, middleware: tuple[EdgeAuth, Recorder, RecordingAudit]
+) -> None:
     """The middleware gives the table's outcome for this request."""
-    app, recorder = middleware
+    app, recorder, audit = middleware
     recorder.seen.clear()
     request = RawRequest(
         method=case.method,
@@ -68,15 +94,22 @@ async def test_middleware(case: Case, middleware: tuple[EdgeAuth, Recorder]) -> 
     response = await call(app, request)
     assert len(recorder.seen) <= 1
     check(case, response, recorder.seen[0] if recorder.seen else None)
+    audited(response, audit.events)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_proxy(case: Case, proxy: tuple[int, servers.Process]) -> None:
+def test_proxy(case: Case, proxy: tuple[int, servers.Process, servers.Process]) -> None:
     """edgeauth serve gives the table's outcome for this request, over real sockets."""
-    port, upstream = proxy
+    port, upstream, ea = proxy
     response = servers.request(
         port, case.method, case.target, case.request_headers, case.body, host=case.peer
     )
     seen = [r for r in servers.upstream_log(upstream) if r["type"] == "http"]
     assert len(seen) <= 1
     check(case, response, seen[0] if seen else None)
+    if response.status >= 400:
+        rid = response.header("x-request-id") or "-"
+        # The audit line is written after the answer, on the loop's next turn.
+        servers.poll(lambda: f'"request_id":"{rid}"' in ea.output(), "the audit line")
+        lines = ea.output().splitlines()
+        audited(response, [json.loads(line) for line in lines if line.startswith('{"time"')])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import socket
 import time
@@ -21,7 +22,7 @@ from edgeauth.proxy import Proxy, request_headers, response_headers
 
 from . import servers
 from .cases import ALICE
-from .helpers import SEED_POLICY, Response, session_token, write_policy
+from .helpers import SEED_POLICY, RecordingAudit, Response, call, session_token, write_policy
 
 MiB = 1024 * 1024
 HEAD_LIMITS = {"max_headers": 20, "max_head_bytes": 4096, "head_timeout": 1.0}
@@ -194,6 +195,45 @@ def test_header_value_that_is_not_utf8_is_refused(
     r = servers.parse_response(data)
     assert r.status == 400 and r.json()["code"] == "bad_request"
     assert servers.upstream_log(upstream) == []
+    # A denial like any other: audited, with the reason.
+    rid = r.header("x-request-id")
+    servers.poll(lambda: f'"request_id":"{rid}"' in ea.output(), "the audit line")
+    event = next(json.loads(line) for line in ea.output().splitlines() if rid in line)
+    assert (event["path"], event["rule"], event["code"], event["status"]) == (
+        "/public/x",
+        "public",
+        "bad_request",
+        400,
+    )
+    assert event["reason"] == "a header value is not UTF-8"
+
+
+async def test_a_failure_to_build_the_upstream_request_is_an_audited_500(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failure while building the upstream request's headers (the compiled
+    build raises there for a header value of a type ASGI does not allow) is
+    edgeauth's own 500, audited, with nothing of the failure in the answer."""
+    from edgeauth import proxy as proxy_module
+
+    section = servers.server_section(0, "http://127.0.0.1:9")
+    policy = load_policy(write_policy(tmp_path, section + SEED_POLICY))
+    audit = RecordingAudit()
+    proxy = Proxy(policy, Engine(policy, audit=audit))
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("detail of the failure")
+
+    monkeypatch.setattr(proxy_module, "request_headers", broken)
+    with caplog.at_level(logging.ERROR, logger="edgeauth"):
+        r = await call(proxy, raw_path=b"/public/x", headers=[("host", "app.test")])
+    assert r.status == 500 and r.json()["code"] == "internal_error"
+    assert "detail" not in r.body.decode()
+    assert "cannot build the upstream request's headers" in caplog.text
+    event = audit.events[-1]
+    assert event["request_id"] == r.header("x-request-id")
+    assert (event["rule"], event["code"], event["status"]) == ("public", "internal_error", 500)
+    assert event["reason"] == "cannot build the upstream request's headers"
 
 
 # The response toward the client ----------------------------------------------------

@@ -15,7 +15,6 @@ import ssl
 import subprocess
 import sys
 import threading
-import time
 import types
 from pathlib import Path
 from typing import Any
@@ -37,18 +36,7 @@ from edgeauth.server import EdgeHttpProtocol, EdgeServer, _CoalescingTransport, 
 
 from . import servers
 from .helpers import SEED_POLICY, Response, call, session_token, write_policy
-
-POLL = 15.0
-
-
-def poll(condition: Any, what: str) -> None:
-    """Wait (bounded) until ``condition()`` is true."""
-    deadline = time.monotonic() + POLL
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+from .servers import POLL, poll
 
 
 def get(port: int, target: bytes, headers: list[tuple[str, str]] | None = None) -> Response:

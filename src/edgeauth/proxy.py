@@ -366,13 +366,13 @@ class Proxy:
                 upstream = request_headers(
                     headers, view, outcome, self.policy, peer, websocket=websocket
                 )
-            except BadRequest:
-                await send_rendered(scope, send, _failure(outcome, Code.BAD_REQUEST, view.method))
+            except BadRequest as exc:
+                await self._refuse(scope, send, view, outcome, Code.BAD_REQUEST, str(exc))
                 return
             except Exception:  # a header the server should not have sent: fail closed
                 log.exception("cannot build the upstream request's headers")
-                failed = _failure(outcome, Code.INTERNAL_ERROR, view.method)
-                await send_rendered(scope, send, failed)
+                reason = "cannot build the upstream request's headers"
+                await self._refuse(scope, send, view, outcome, Code.INTERNAL_ERROR, reason)
                 return
             if websocket:
                 await self._websocket(scope, receive, send, outcome, upstream)
@@ -396,6 +396,28 @@ class Proxy:
         if type(outcome) is Allow:
             return outcome, view, scope["headers"]
         return outcome
+
+    async def _refuse(
+        self,
+        scope: Scope,
+        send: Send,
+        view: RequestView,
+        allow: Allow,
+        code: Code,
+        reason: str,
+        *,
+        close: bool = False,
+    ) -> None:
+        """Answer an allowed request that the request itself keeps from being
+        forwarded (a header the upstream cannot be sent, a streamed body over
+        ``max_body``): a denial, audited like the engine's own, with the rule's
+        CORS headers so browser code can read it."""
+        denial = Denial(allow.request_id, code, allow.rule_id, headers=allow.response_headers)
+        self.engine.report(view, denial, reason)
+        status, headers, body = render_denial(denial, view.method)
+        if close:
+            headers.append((b"connection", b"close"))
+        await send_rendered(scope, send, (status, headers, body))
 
     def _url(self, base: str, allow: Allow, query: bytes) -> yarl.URL:
         target = allow.raw_path.decode("ascii")
@@ -426,10 +448,10 @@ class Proxy:
             if body is not None and body.client_gone:
                 return
             if body is not None and body.too_large:
-                status, out, content = _failure(allow, Code.PAYLOAD_TOO_LARGE, view.method)
                 # The rest of the body is not wanted: close instead of draining it.
-                out.append((b"connection", b"close"))
-                await send_rendered(scope, send, (status, out, content))
+                reason = "streamed body over max_body"
+                code = Code.PAYLOAD_TOO_LARGE
+                await self._refuse(scope, send, view, allow, code, reason, close=True)
                 return
             code = _failure_code(exc)
             log.warning("upstream request %s failed: %s", allow.request_id, type(exc).__name__)
@@ -593,7 +615,8 @@ def _failure_code(exc: Exception) -> Code:
 
 
 def _failure(allow: Allow, code: Code, method: str) -> Rendered:
-    """A JSON error for an allowed request that could not be forwarded; it keeps
-    the rule's CORS headers so browser code can read it."""
+    """A JSON error for an allowed request the upstream failed (502, 504): not
+    a denial, so logged rather than audited; it keeps the rule's CORS headers
+    so browser code can read it."""
     denial = Denial(allow.request_id, code, allow.rule_id, headers=allow.response_headers)
     return render_denial(denial, method)
