@@ -55,7 +55,7 @@ from uvicorn.supervisors.multiprocess import Multiprocess
 from .asgi import Message, Receive, Scope, Send, raw_path, send_rendered
 from .config import load_policy
 from .errors import ConfigError, ConfigIssue
-from .model import Code, Denial
+from .model import Code, Denial, RequestView
 from .pipeline import Engine, new_request_id
 from .policy import Policy
 from .proxy import Proxy
@@ -240,6 +240,10 @@ class _CoalescingTransport(asyncio.Transport):
         return self._transport.get_extra_info(name, default)
 
 
+# How much of a refused request's target its audit event keeps.
+_AUDITED_TARGET = 512
+
+
 class EdgeHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with head size, header count and head time
     limits, whose responses leave with their head and first body part in one
@@ -281,6 +285,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         self._hosts = 0  # Host fields in the head so far
         self._body = False  # a body announced in the head so far (for the lane)
         self._too_large = False
+        self.url = b""  # uvicorn sets it when a request begins
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -364,6 +369,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         room = self._room = self._room - len(url)
         if room < 0:
             self._too_large = True
+            self.url += url[: max(0, _AUDITED_TARGET - len(self.url))]  # for the audit
             raise _HeadTooLarge  # httptools turns it into a parser error: 431
         # A fragment never belongs in a request target (RFC 9112 §3.2); the
         # server would drop it silently, so the path decided would not be the
@@ -573,10 +579,23 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def send_400_response(self, msg: str) -> None:
-        """Answer a request the parser refused, as JSON, and close the connection."""
+        """Answer a request the parser refused, as JSON, and close the connection.
+
+        Audited like a decision (rule, method and subject unknown; the target
+        read so far, bounded), so that smuggling attempts and oversized heads
+        show in the audit trail."""
         self._writer.flush()
         code = Code.HEADERS_TOO_LARGE if self._too_large else Code.BAD_REQUEST
-        status, headers, body = render_denial(Denial(new_request_id(), code), "GET")
+        denial = Denial(new_request_id(), code)
+        if isinstance(self.app, EdgeServer):
+            reason = "request head too large" if self._too_large else "invalid HTTP request"
+            client = self.client[0] if self.client else None
+            view = RequestView("-", self.url[:_AUDITED_TARGET], client=client)
+            try:
+                self.app.engine.report(view, denial, reason)
+            except Exception:  # the answer goes out whatever the audit does
+                self.logger.exception("cannot audit a refused request")
+        status, headers, body = render_denial(denial, "GET")
         content = [STATUS_LINE[status]]
         for name, value in [
             *headers,
