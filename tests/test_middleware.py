@@ -539,6 +539,29 @@ async def test_internal_error_is_a_generic_500_and_the_app_is_not_called(
     assert "hunter2" in caplog.text  # the details go to the server log
 
 
+async def test_a_scope_that_cannot_be_read_is_an_audited_500(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A scope the view cannot be built from (a header that is not a pair) is
+    edgeauth's 500, audited with its own request id and what can be told of
+    the request; the app is not called."""
+    audit = RecordingAudit()
+    app = guarded(tmp_path, audit=audit)
+    with caplog.at_level(logging.ERROR, logger="edgeauth"):
+        r = await call(app, raw_path=b"/api/protected/x", extra={"headers": [(b"host",)]})
+    assert r.status == 500 and r.json()["code"] == "internal_error"
+    assert "cannot read the request scope" in caplog.text
+    event = audit.events[-1]
+    assert event["request_id"] == r.header("x-request-id") == r.json()["request_id"] != "-"
+    assert (event["method"], event["path"], event["client"]) == (
+        "GET",
+        "/api/protected/x",
+        "127.0.0.1",
+    )
+    assert (event["code"], event["status"]) == ("internal_error", 500)
+    assert event["reason"] == "cannot read the request scope"
+
+
 async def test_error_responses_name_no_library(app: EdgeAuth) -> None:
     """Responses edgeauth writes carry no server or library name."""
     for raw in (b"/api/protected/x", b"/nowhere", b"/api/%2f"):

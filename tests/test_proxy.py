@@ -232,15 +232,18 @@ async def test_a_failure_to_build_the_upstream_request_is_an_audited_500(
         raise RuntimeError("detail of the failure")
 
     monkeypatch.setattr(proxy_module, "request_headers", broken)
+    headers = [("host", "app.test"), ("cookie", f"session={session_token()}")]
     with caplog.at_level(logging.ERROR, logger="edgeauth"):
-        r = await call(proxy, raw_path=b"/public/x", headers=[("host", "app.test")])
+        r = await call(proxy, raw_path=b"/api/protected/x", headers=headers)
     assert r.status == 500 and r.json()["code"] == "internal_error"
     assert "detail" not in r.body.decode()
     assert "cannot build the upstream request's headers" in caplog.text
     event = audit.events[-1]
     assert event["request_id"] == r.header("x-request-id")
-    assert (event["rule"], event["code"], event["status"]) == ("public", "internal_error", 500)
+    assert (event["rule"], event["code"], event["status"]) == ("protected", "internal_error", 500)
     assert event["reason"] == "cannot build the upstream request's headers"
+    # Allowed first: the event says who it was.
+    assert (event["subject"], event["authenticator"]) == ("alice", "session")
 
 
 # The response toward the client ----------------------------------------------------

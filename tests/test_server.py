@@ -32,10 +32,11 @@ from uvicorn.server import ServerState
 from edgeauth import load_policy
 from edgeauth import server as server_module
 from edgeauth.cli import cli
+from edgeauth.pipeline import Engine
 from edgeauth.server import EdgeHttpProtocol, EdgeServer, _CoalescingTransport, parse_listen
 
 from . import servers
-from .helpers import SEED_POLICY, Response, call, session_token, write_policy
+from .helpers import SEED_POLICY, RecordingAudit, Response, call, session_token, write_policy
 from .servers import POLL, poll
 
 
@@ -157,12 +158,19 @@ def test_tls_is_served_with_tls_cert_and_key(tmp_path: Path) -> None:
 
 
 async def test_without_upstream_everything_is_404_json(tmp_path: Path) -> None:
-    """With no [server] upstream (and no forward-auth) every request is 404 not_found JSON."""
-    app = EdgeServer(load_policy(write_policy(tmp_path)))
+    """With no [server] upstream (and no forward-auth) every request is 404
+    not_found JSON, audited."""
+    policy = load_policy(write_policy(tmp_path))
+    audit = RecordingAudit()
+    app = EdgeServer(policy, engine=Engine(policy, audit=audit))
     for path in (b"/", b"/public/x", b"/api/protected/me"):
         r = await call(app, raw_path=path)
         assert r.status == 404
         assert r.json()["code"] == "not_found"
+        event = audit.events[-1]
+        assert event["request_id"] == r.header("x-request-id")
+        assert (event["path"], event["code"], event["status"]) == (path.decode(), "not_found", 404)
+    assert len(audit.events) == 3
 
 
 @pytest.mark.parametrize(("dialect", "below"), [("nginx", 404), ("envoy", 299)])

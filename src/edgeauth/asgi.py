@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 from .forwarded import client_address
 from .model import Allow, Code, Denial, Preflight, RequestView
-from .pipeline import Engine
+from .pipeline import Engine, new_request_id
 from .policy import Policy
 from .responses import Rendered, render_denial, render_preflight
 
@@ -22,6 +22,7 @@ __all__ = [
     "Send",
     "decide",
     "raw_path",
+    "refuse",
     "send_rendered",
     "settling_fields",
     "settling_view",
@@ -207,7 +208,9 @@ async def decide(
         view, headers = view_from_scope(scope, policy)
     except Exception:
         log.exception("cannot read the request scope")
-        await send_rendered(scope, send, render_denial(Denial("-", Code.INTERNAL_ERROR), "GET"))
+        denial = Denial(new_request_id(), Code.INTERNAL_ERROR)
+        refuse(scope, engine, denial, "cannot read the request scope")
+        await send_rendered(scope, send, render_denial(denial, "GET"))
         return None
     outcome = await engine.evaluate(view)
     if isinstance(outcome, Allow):
@@ -254,6 +257,24 @@ def withhold_credentials(
             value = ";".join(kept).strip().encode("latin-1")
         out.append((name, value))
     return out
+
+
+def refuse(scope: Scope, engine: Engine, denial: Denial, reason: str) -> None:
+    """Audit ``denial`` of a request that never got a view (its scope cannot
+    be read, or nothing serves its path), with what can be told of it: the
+    method and raw path when they are of the types ASGI gives (the path
+    bounded), and the peer. Never raises: the answer goes out regardless."""
+    try:
+        method, raw, client = scope.get("method"), scope.get("raw_path"), scope.get("client")
+        peer = client[0] if type(client) in (tuple, list) and client else None
+        view = RequestView(
+            method if type(method) is str else "-",
+            raw[:512] if type(raw) is bytes else b"",
+            client=peer if type(peer) is str else None,
+        )
+        engine.report(view, denial, reason)
+    except Exception:
+        log.exception("cannot audit request %s", denial.request_id)
 
 
 async def send_rendered(scope: Scope, send: Send, rendered: Rendered) -> None:

@@ -103,7 +103,7 @@ class EdgeAuth:
             except Exception:  # a header the server should not have sent: fail closed
                 log.exception("cannot build the app's scope")
                 denial = Denial(allow.request_id, Code.INTERNAL_ERROR, allow.rule_id)
-                self.engine.report(view, denial, "cannot build the app's scope")
+                self.engine.report(view, denial, "cannot build the app's scope", allow.identity)
                 await send_rendered(scope, send, render_denial(denial, view.method))
                 return
             if allow.response_headers or self.engine.watches_upstream or allow.max_body is not None:
@@ -208,7 +208,8 @@ class EdgeAuth:
                                 allow.rule_id,
                                 headers=allow.response_headers,
                             )
-                            self.engine.report(view, denial, "streamed body over max_body")
+                            reason = "streamed body over max_body"
+                            self.engine.report(view, denial, reason, allow.identity)
                             await send_rendered(scope, send, render_denial(denial, view.method))
                         responded = True
                         return {"type": "http.disconnect"}

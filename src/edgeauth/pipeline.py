@@ -244,12 +244,24 @@ class Engine:
             () if forwarded else (source.place,),
         )
 
-    def report(self, view: RequestView, denial: Denial, reason: str | None = None) -> None:
-        """Audit a denial a front-end made itself after the decision (a streamed
-        body over ``max_body``, a refused gateway), like the engine's own."""
+    def report(
+        self,
+        view: RequestView,
+        denial: Denial,
+        reason: str | None = None,
+        identity: Identity | None = None,
+    ) -> None:
+        """Audit a denial a front-end made itself (a streamed body over
+        ``max_body``, a header that cannot be forwarded, a request it cannot
+        read), like the engine's own; ``identity``: the one the request was
+        allowed with, if any."""
         trace = _Trace()
         trace.rule = denial.rule_id
         trace.reason = reason
+        if identity is not None:
+            trace.subject = identity.subject
+            trace.authenticator = identity.authenticator
+            trace.key_id = identity.key_id
         with contextlib.suppress(BadRequest):
             trace.path = canonicalize(view.raw_path).raw
         self._emit(denial, trace, view.method, view.client, view.raw_path)

@@ -413,7 +413,7 @@ class Proxy:
         ``max_body``): a denial, audited like the engine's own, with the rule's
         CORS headers so browser code can read it."""
         denial = Denial(allow.request_id, code, allow.rule_id, headers=allow.response_headers)
-        self.engine.report(view, denial, reason)
+        self.engine.report(view, denial, reason, allow.identity)
         status, headers, body = render_denial(denial, view.method)
         if close:
             headers.append((b"connection", b"close"))

@@ -52,7 +52,7 @@ from uvicorn.protocols.http.httptools_impl import (
 )
 from uvicorn.supervisors.multiprocess import Multiprocess
 
-from .asgi import Message, Receive, Scope, Send, raw_path, send_rendered
+from .asgi import Message, Receive, Scope, Send, raw_path, refuse, send_rendered
 from .config import load_policy
 from .errors import ConfigError, ConfigIssue
 from .model import Code, Denial, RequestView
@@ -660,6 +660,7 @@ class EdgeServer:
             await self.proxy(scope, receive, send)
         else:
             denial = Denial(new_request_id(), Code.NOT_FOUND)
+            refuse(scope, self.engine, denial, "no upstream and not the forward-auth endpoint")
             await send_rendered(scope, send, render_denial(denial, "GET"))
 
     def is_forward_auth(self, path: bytes) -> bool:
