@@ -40,15 +40,22 @@ def make_app() -> FastAPI:
     return api
 
 
+@pytest.fixture
+def audit() -> RecordingAudit:
+    return RecordingAudit()
+
+
 @pytest.fixture(params=["wrapped", "add_middleware"])
-def client(request: pytest.FixtureRequest, tmp_path: Path) -> httpx.AsyncClient:
+def client(
+    request: pytest.FixtureRequest, tmp_path: Path, audit: RecordingAudit
+) -> httpx.AsyncClient:
     policy = load_policy(write_policy(tmp_path, POLICY))
     api = make_app()
     if request.param == "wrapped":
-        app = EdgeAuth(api, policy=policy)
+        app = EdgeAuth(api, policy=policy, audit=audit)
         transport = httpx.ASGITransport(app=app)
     else:
-        api.add_middleware(EdgeAuth, policy=policy)
+        api.add_middleware(EdgeAuth, policy=policy, audit=audit)
         transport = httpx.ASGITransport(app=api)
     return httpx.AsyncClient(transport=transport, base_url="http://app.test")
 
@@ -60,8 +67,11 @@ async def test_dependency_returns_the_identity(client: httpx.AsyncClient) -> Non
     assert r.json() == {"subject": "alice", "roles": ["user"]}
 
 
-async def test_dependency_without_identity_answers_edgeauths_401(client: httpx.AsyncClient) -> None:
-    """On a public route without a credential, current_identity answers edgeauth's JSON, not FastAPI's detail."""
+async def test_dependency_without_identity_answers_edgeauths_401(
+    client: httpx.AsyncClient, audit: RecordingAudit
+) -> None:
+    """On a public route without a credential, current_identity answers
+    edgeauth's JSON, not FastAPI's detail, and the denial is audited."""
     r = await client.get("/public/me")
     assert r.status_code == 401
     body = r.json()
@@ -69,6 +79,14 @@ async def test_dependency_without_identity_answers_edgeauths_401(client: httpx.A
     assert "detail" not in body
     assert body["request_id"] == r.headers["x-request-id"]
     assert r.headers["www-authenticate"] == 'Bearer realm="edgeauth"'
+    [event] = audit.events
+    assert event["request_id"] == body["request_id"]
+    assert (event["path"], event["code"], event["status"]) == (
+        "/public/me",
+        "missing_credentials",
+        401,
+    )
+    assert event["reason"] == "the app requires an identity"
 
 
 async def test_optional_identity(client: httpx.AsyncClient) -> None:

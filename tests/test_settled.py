@@ -665,11 +665,22 @@ async def test_identity_required_on_a_settled_request_is_edgeauths_401(tmp_path:
     async def needs_identity(scope: dict[str, Any], receive: Any, send: Any) -> None:
         raise IdentityRequired
 
-    app = guarded(tmp_path, POLICY, app=needs_identity)
-    for _ in range(3):
+    audit = RecordingAudit()
+    app = guarded(tmp_path, POLICY, app=needs_identity, audit=audit)
+    for i in range(3):
         r = await call(app, raw_path=b"/public/x")
         assert (r.status, r.json()["code"]) == (401, "missing_credentials")
         assert r.header("www-authenticate") == 'Bearer realm="edgeauth"'
+        # A denial like any other: audited, each time.
+        assert len(audit.events) == i + 1
+        event = audit.events[-1]
+        assert event["request_id"] == r.header("x-request-id")
+        assert (event["path"], event["code"], event["status"]) == (
+            "/public/x",
+            "missing_credentials",
+            401,
+        )
+        assert event["reason"] == "the app requires an identity"
 
 
 async def test_headers_in_a_tuple_are_decided_the_whole_way(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from .asgi import (
     Scope,
     Send,
     decide,
+    refuse,
     send_rendered,
     settling_fields,
     withhold_credentials,
@@ -75,7 +76,7 @@ class EdgeAuth:
         # turn IdentityRequired into a 500 before it reached us.
         add_handler = getattr(app, "add_exception_handler", None)
         if callable(add_handler):
-            add_handler(IdentityRequired, _starlette_identity_required)
+            add_handler(IdentityRequired, self._starlette_identity_required)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -114,7 +115,8 @@ class EdgeAuth:
         try:
             await self.app(inner, receive, send)
         except IdentityRequired:
-            await send_rendered(scope, send, _identity_required(inner["edgeauth.request_id"]))
+            rendered = self._identity_required(inner, inner["edgeauth.request_id"])
+            await send_rendered(scope, send, rendered)
 
     def _settled(self, scope: Scope) -> Scope | Denial | None:
         """The app's scope for the common allowed request, or the denial of a
@@ -220,29 +222,32 @@ class EdgeAuth:
         except IdentityRequired:
             if started:
                 raise
-            await send_rendered(scope, send, _identity_required(allow.request_id))
+            await send_rendered(scope, send, self._identity_required(inner, allow.request_id))
         except Exception:
             if not responded:
                 raise
             # The app failed on the disconnect it was handed after the 413.
 
+    def _identity_required(self, inner: Scope, request_id: str) -> Rendered:
+        """The 401 for an app that needs an identity the request has not got
+        (:func:`edgeauth.fastapi.current_identity`), audited as a denial."""
+        denial = Denial(request_id, Code.MISSING_CREDENTIALS)
+        refuse(inner, self.engine, denial, "the app requires an identity")
+        body = error_body(Code.MISSING_CREDENTIALS, request_id)
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"cache-control", b"no-store"),
+            (b"www-authenticate", b'Bearer realm="edgeauth"'),
+            (b"x-request-id", request_id.encode()),
+        ]
+        return 401, headers, body
 
-def _identity_required(request_id: str) -> Rendered:
-    body = error_body(Code.MISSING_CREDENTIALS, request_id)
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"cache-control", b"no-store"),
-        (b"www-authenticate", b'Bearer realm="edgeauth"'),
-        (b"x-request-id", request_id.encode()),
-    ]
-    return 401, headers, body
+    async def _starlette_identity_required(self, request: Any, exc: Exception) -> Any:
+        from starlette.responses import Response
 
-
-async def _starlette_identity_required(request: Any, exc: Exception) -> Any:
-    from starlette.responses import Response
-
-    status, headers, body = _identity_required(request.scope.get("edgeauth.request_id", "-"))
-    response = Response(body, status_code=status)
-    for name, value in headers:
-        response.headers[name.decode()] = value.decode()
-    return response
+        rid = request.scope.get("edgeauth.request_id", "-")
+        status, headers, body = self._identity_required(request.scope, rid)
+        response = Response(body, status_code=status)
+        for name, value in headers:
+            response.headers[name.decode()] = value.decode()
+        return response
