@@ -195,24 +195,26 @@ def test_audit_client_comes_from_the_same_trusted_proxy_logic(
 def test_header_value_that_is_not_utf8_is_refused(
     echo: tuple[servers.Process, servers.Process],
 ) -> None:
-    """A header value the upstream would receive altered is 400, not forwarded."""
+    """A header value the upstream would receive altered is 400, not forwarded;
+    the second time too, when the decision is remembered."""
     ea, upstream = echo
-    data, _ = servers.raw_exchange(
-        ea.port,
-        b"GET /public/x HTTP/1.1\r\nHost: a\r\nX-Name: caf\xe9\r\nConnection: close\r\n\r\n",
-    )
-    r = servers.parse_response(data)
-    assert r.status == 400 and r.json()["code"] == "bad_request"
-    assert servers.upstream_log(upstream) == []
-    # A denial like any other: audited, with the reason.
-    event = audit_event(ea, r)
-    assert (event["path"], event["rule"], event["code"], event["status"]) == (
-        "/public/x",
-        "public",
-        "bad_request",
-        400,
-    )
-    assert event["reason"] == "a header value is not UTF-8"
+    for _ in range(2):
+        data, _ = servers.raw_exchange(
+            ea.port,
+            b"GET /public/x HTTP/1.1\r\nHost: a\r\nX-Name: caf\xe9\r\nConnection: close\r\n\r\n",
+        )
+        r = servers.parse_response(data)
+        assert r.status == 400 and r.json()["code"] == "bad_request"
+        assert servers.upstream_log(upstream) == []
+        # A denial like any other: audited, with the reason.
+        event = audit_event(ea, r)
+        assert (event["path"], event["rule"], event["code"], event["status"]) == (
+            "/public/x",
+            "public",
+            "bad_request",
+            400,
+        )
+        assert event["reason"] == "a header value is not UTF-8"
 
 
 async def test_a_failure_to_build_the_upstream_request_is_an_audited_500(
