@@ -515,6 +515,49 @@ def test_denied_upgrade_gets_json_before_any_upgrade(
     assert r.json()["code"] == code
     assert b"websockets" not in data.lower() and b"python" not in data.lower()
     assert servers.upstream_log(upstream) == []
+    assert audit_event(ea, r)["code"] == code
+    # A denial is the whole answer to the handshake, not an app that failed to finish it.
+    assert "without completing handshake" not in ea.output()
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        pytest.param([("sec-websocket-version", "13")], id="no-key"),
+        pytest.param(
+            [("sec-websocket-key", "short<script>"), ("sec-websocket-version", "13")],
+            id="malformed-key",
+        ),
+        pytest.param(
+            [("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="), ("sec-websocket-version", "12")],
+            id="other-version",
+        ),
+    ],
+)
+def test_a_broken_websocket_handshake_gets_edgeauths_json_400_audited(
+    echo: tuple[servers.Process, servers.Process], broken: list[tuple[str, str]]
+) -> None:
+    """A handshake the WebSocket library refuses is answered with edgeauth's
+    JSON 400, audited, never the library's text (which repeats the request)."""
+    ea, upstream = echo
+    handshake = [("host", "app.test"), ("upgrade", "websocket"), ("connection", "Upgrade")]
+    request = b"GET /public/ws?q=1 HTTP/1.1\r\n" + b"".join(
+        f"{n}: {v}\r\n".encode() for n, v in [*handshake, *broken]
+    )
+    data, closed = servers.raw_exchange(ea.port, request + b"\r\n")
+    r = servers.parse_response(data)
+    assert (r.status, r.json()["code"]) == (400, "bad_request")
+    assert closed and r.header("connection") == "close"
+    assert b"websocket" not in r.body.lower() and b"script" not in data
+    assert servers.upstream_log(upstream) == []
+    event = audit_event(ea, r)
+    assert (event["method"], event["path"], event["rule"], event["status"]) == (
+        "GET",
+        "/public/ws",
+        None,
+        400,
+    )
+    assert event["reason"] == "invalid WebSocket handshake"
 
 
 # Framing and limits ------------------------------------------------------------------
@@ -534,6 +577,7 @@ FRAMING = {
     "space-before-colon": b"POST /public/x HTTP/1.1\r\nHost: a\r\nContent-Length : 2\r\n\r\nab",
     "chunked-twice": b"POST /public/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
     b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "fragment": b"GET /public/x#top HTTP/1.1\r\nHost: a\r\n\r\n",
 }
 
 
@@ -558,6 +602,10 @@ def test_ambiguous_framing_is_400_and_closed(
         400,
     )
     assert event["reason"] == "invalid HTTP request" and event["client"] == "127.0.0.1"
+    target = FRAMING[name].split(b" ")[1].decode()
+    assert event["path"] in (target, "")  # what the parser read of it, if anything
+    if name == "fragment":
+        assert event["path"] == "/public/x#top"
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from edgeauth import Engine, load_policy
-from edgeauth.model import Outcome, RequestView
+from edgeauth.model import Denial, Outcome, RequestView
 from edgeauth.policy import Policy
 from edgeauth.server import EdgeHttpProtocol, EdgeServer, HeadLimits, _Config
 
@@ -71,7 +71,8 @@ class WaitingEngine:
     path in ``held``, when it is not empty), and that counts them.
 
     It holds the engine rather than subclassing it (a compiled class cannot be
-    subclassed) and offers only ``evaluate``, all the forward-auth app calls.
+    subclassed) and offers only ``evaluate``, all the forward-auth app calls,
+    and ``report``, which the server calls for a path it does not serve.
     """
 
     def __init__(self, policy: Policy) -> None:
@@ -89,6 +90,9 @@ class WaitingEngine:
         if not self.go.is_set() and (not self.held or view.raw_path in self.held):
             await self.go.wait()
         return await self.engine.evaluate(view)
+
+    def report(self, view: RequestView, denial: Denial, reason: str | None = None) -> None:
+        self.engine.report(view, denial, reason)
 
 
 def server(folder: Path, dialect: str = "nginx", state: str = "") -> EdgeServer:

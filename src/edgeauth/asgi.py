@@ -209,7 +209,7 @@ async def decide(
     except Exception:
         log.exception("cannot read the request scope")
         denial = Denial(new_request_id(), Code.INTERNAL_ERROR)
-        refuse(scope, engine, denial, "cannot read the request scope")
+        refuse(scope, engine.report, denial, "cannot read the request scope")
         await send_rendered(scope, send, render_denial(denial, "GET"))
         return None
     outcome = await engine.evaluate(view)
@@ -259,10 +259,13 @@ def withhold_credentials(
     return out
 
 
-def refuse(scope: Scope, engine: Engine, denial: Denial, reason: str) -> None:
+def refuse(
+    scope: Scope, report: Callable[[RequestView, Denial, str], None], denial: Denial, reason: str
+) -> None:
     """Audit ``denial`` of a request that never got a view (its scope cannot
-    be read, or nothing serves its path), with what can be told of it: the
-    method and raw path when they are of the types ASGI gives (the path
+    be read, or nothing serves its path) through ``report`` (an engine's
+    :meth:`~edgeauth.pipeline.Engine.report`), with what can be told of it:
+    the method and raw path when they are of the types ASGI gives (the path
     bounded), and the peer. Never raises: the answer goes out regardless."""
     try:
         method, raw, client = scope.get("method"), scope.get("raw_path"), scope.get("client")
@@ -272,7 +275,7 @@ def refuse(scope: Scope, engine: Engine, denial: Denial, reason: str) -> None:
             raw[:512] if type(raw) is bytes else b"",
             client=peer if type(peer) is str else None,
         )
-        engine.report(view, denial, reason)
+        report(view, denial, reason)
     except Exception:
         log.exception("cannot audit request %s", denial.request_id)
 

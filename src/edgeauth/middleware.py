@@ -232,7 +232,7 @@ class EdgeAuth:
         """The 401 for an app that needs an identity the request has not got
         (:func:`edgeauth.fastapi.current_identity`), audited as a denial."""
         denial = Denial(request_id, Code.MISSING_CREDENTIALS)
-        refuse(inner, self.engine, denial, "the app requires an identity")
+        refuse(inner, self.engine.report, denial, "the app requires an identity")
         body = error_body(Code.MISSING_CREDENTIALS, request_id)
         headers = [
             (b"content-type", b"application/json"),

@@ -50,7 +50,9 @@ from uvicorn.protocols.http.httptools_impl import (
     HttpToolsProtocol,
     RequestResponseCycle,
 )
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.supervisors.multiprocess import Multiprocess
+from websockets.http11 import Request
 
 from .asgi import Message, Receive, Scope, Send, raw_path, refuse, send_rendered
 from .config import load_policy
@@ -244,6 +246,64 @@ class _CoalescingTransport(asyncio.Transport):
 _AUDITED_TARGET = 512
 
 
+def _audit_unparsed(
+    app: Any, denial: Denial, reason: str, method: str, target: bytes, client: Any
+) -> None:
+    """Audit a request refused before it became an ASGI request (the HTTP
+    parser's 400 and 431, a refused WebSocket handshake) like a decision, so
+    that smuggling attempts and oversized heads show in the audit trail: no
+    rule, what was read of the target (bounded). Never raises."""
+    if not isinstance(app, EdgeServer):
+        return
+    try:
+        peer = client[0] if client else None
+        view = RequestView(method, target[:_AUDITED_TARGET], client=peer)
+        app.engine.report(view, denial, reason)
+    except Exception:  # the answer goes out whatever the audit does
+        log.exception("cannot audit request %s", denial.request_id)
+
+
+def _closing_answer(denial: Denial) -> bytes:
+    """``denial`` as a whole HTTP/1.1 response that closes the connection."""
+    status, headers, body = render_denial(denial, "GET")
+    content = [STATUS_LINE[status]]
+    for name, value in [
+        *headers,
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]:
+        content.extend([name, b": ", value, b"\r\n"])
+    content.extend([b"\r\n", body])
+    return b"".join(content)
+
+
+class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's sans-I/O WebSocket protocol with two changes.
+
+    A handshake the websockets library refuses (no or a malformed
+    ``Sec-WebSocket-Key``, another ``Sec-WebSocket-Version``, ...) gets
+    edgeauth's JSON 400, audited, instead of the library's plain-text answer,
+    which names the library and repeats what the client sent. And a denial
+    sent through the denial-response extension is a complete answer, not
+    logged as an app that "returned without completing handshake"."""
+
+    def handle_connect(self, event: Request) -> None:
+        if self.conn.accept(event).status_code == 101:
+            super().handle_connect(event)  # which accepts it again, the same way
+            return
+        self.handshake_initiated = self.handshake_complete = self.close_sent = True
+        denial = Denial(new_request_id(), Code.BAD_REQUEST)
+        target = event.path.partition("?")[0].encode("ascii", "backslashreplace")
+        _audit_unparsed(self.app, denial, "invalid WebSocket handshake", "GET", target, self.client)
+        self.transport.write(_closing_answer(denial))
+        self.transport.close()
+
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.http.response.body" and not message.get("more_body"):
+            self.handshake_complete = True  # answered: the denial was the response
+
+
 class EdgeHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with head size, header count and head time
     limits, whose responses leave with their head and first body part in one
@@ -369,7 +429,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         room = self._room = self._room - len(url)
         if room < 0:
             self._too_large = True
-            self.url += url[: max(0, _AUDITED_TARGET - len(self.url))]  # for the audit
+            self._audited_target(url)
             raise _HeadTooLarge  # httptools turns it into a parser error: 431
         # A fragment never belongs in a request target (RFC 9112 §3.2); the
         # server would drop it silently, so the path decided would not be the
@@ -377,8 +437,13 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         # bytes.find, not ``in``: on bytes, ``in`` first tries its operand as an
         # integer and pays for a formatted TypeError (CPython 3.11), per request.
         if url.find(b"#") >= 0:
+            self._audited_target(url)
             raise _BadHost
         self.url += url
+
+    def _audited_target(self, url: bytes) -> None:
+        """Keep what the audit event of a refused target shows of it."""
+        self.url += url[: max(0, _AUDITED_TARGET - len(self.url))]
 
     def on_header(self, name: bytes, value: bytes) -> None:
         room = self._room = self._room - (len(name) + len(value) + 4)  # ": " and CRLF
@@ -579,32 +644,14 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def send_400_response(self, msg: str) -> None:
-        """Answer a request the parser refused, as JSON, and close the connection.
-
-        Audited like a decision (rule, method and subject unknown; the target
-        read so far, bounded), so that smuggling attempts and oversized heads
-        show in the audit trail."""
+        """Answer a request the parser refused, as JSON, and close the connection
+        (audited: :func:`_audit_unparsed`)."""
         self._writer.flush()
         code = Code.HEADERS_TOO_LARGE if self._too_large else Code.BAD_REQUEST
         denial = Denial(new_request_id(), code)
-        if isinstance(self.app, EdgeServer):
-            reason = "request head too large" if self._too_large else "invalid HTTP request"
-            client = self.client[0] if self.client else None
-            view = RequestView("-", self.url[:_AUDITED_TARGET], client=client)
-            try:
-                self.app.engine.report(view, denial, reason)
-            except Exception:  # the answer goes out whatever the audit does
-                self.logger.exception("cannot audit a refused request")
-        status, headers, body = render_denial(denial, "GET")
-        content = [STATUS_LINE[status]]
-        for name, value in [
-            *headers,
-            (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close"),
-        ]:
-            content.extend([name, b": ", value, b"\r\n"])
-        content.extend([b"\r\n", body])
-        self.transport.write(b"".join(content))
+        reason = "request head too large" if self._too_large else "invalid HTTP request"
+        _audit_unparsed(self.app, denial, reason, "-", self.url, self.client)
+        self.transport.write(_closing_answer(denial))
         self.transport.close()
 
     def _head_timed_out(self) -> None:
@@ -660,7 +707,8 @@ class EdgeServer:
             await self.proxy(scope, receive, send)
         else:
             denial = Denial(new_request_id(), Code.NOT_FOUND)
-            refuse(scope, self.engine, denial, "no upstream and not the forward-auth endpoint")
+            reason = "no upstream and not the forward-auth endpoint"
+            refuse(scope, self.engine.report, denial, reason)
             await send_rendered(scope, send, render_denial(denial, "GET"))
 
     def is_forward_auth(self, path: bytes) -> bool:
@@ -797,7 +845,7 @@ def serve(
         workers=count,
         loop="uvloop",
         http=EdgeHttpProtocol,
-        ws="websockets-sansio",
+        ws=EdgeWebSocketProtocol,
         lifespan="on",
         # edgeauth reads X-Forwarded-* itself, from [server] trusted_proxies only.
         proxy_headers=False,
