@@ -562,6 +562,20 @@ async def test_a_scope_that_cannot_be_read_is_an_audited_500(
     assert event["reason"] == "cannot read the request scope"
 
 
+async def test_an_audited_path_is_bounded(tmp_path: Path) -> None:
+    """A path longer than 2,048 characters is cut there in the audit event
+    (marked with "..."), so a client cannot write lines of any length into
+    the audit trail; one of exactly 2,048 is kept whole."""
+    audit = RecordingAudit()
+    app = guarded(tmp_path, audit=audit)
+    whole = "/api/protected/" + "a" * (2048 - len("/api/protected/"))
+    for path, logged in ((whole + "bcd" * 5000, whole + "..."), (whole, whole)):
+        r = await call(app, raw_path=path.encode())
+        assert r.status == 401
+        assert audit.events[-1]["request_id"] == r.header("x-request-id")
+        assert audit.events[-1]["path"] == logged
+
+
 async def test_error_responses_name_no_library(app: EdgeAuth) -> None:
     """Responses edgeauth writes carry no server or library name."""
     for raw in (b"/api/protected/x", b"/nowhere", b"/api/%2f"):

@@ -605,11 +605,14 @@ class Engine:
                 status = 302 if method in ("GET", "HEAD") else 303  # what the client got
         else:
             status, code, result = (204 if type(outcome) is Preflight else 200), None, "allow"
+        path = trace.path if trace.path is not None else _printable(raw_path)
+        if len(path) > _AUDITED_PATH:  # one line stays a line, whatever the client sent
+            path = path[:_AUDITED_PATH] + "..."
         values = (  # DECISION_FIELDS
             _iso(self._clock()),
             outcome.request_id,
             method,
-            trace.path if trace.path is not None else _printable(raw_path),
+            path,
             trace.rule,
             result,
             code,
@@ -844,6 +847,12 @@ def _login_location(login_url: str, path: CanonicalPath, view: RequestView) -> s
     raw = target.encode() + (b"?" + view.query if view.query else b"")
     joiner = "&" if "?" in login_url else "?"
     return f"{login_url}{joiner}next={quote_from_bytes(raw, safe='')}"
+
+
+# The longest path an audit event holds; a longer one is cut there and ends
+# with "...". Request heads are bounded by the server in front (edgeauth
+# serve: [server] max_head_bytes), not always by much.
+_AUDITED_PATH = 2048
 
 
 def _printable(raw: bytes) -> str:
