@@ -524,24 +524,28 @@ def run(bench: Bench, work: Path, args: argparse.Namespace) -> int:
             seen += uncached.tokens_used - before
         args.serve_tokens = min(seen, TOKENS)
     rss = {name: peak_rss_mib(server.proc.pid) for name, server in bench.servers.items() if server.proc}
-    stream = streaming(args.stream_mib, args.pythonpath) if args.stream_mib and not only else None
+    stream = (
+        streaming(args.stream_mib, args.pythonpath, args.build) if args.stream_mib and not only else None
+    )
     report(scenarios, results, rss, args, stream)
     return 0
 
 
-def streaming(mib: int, pythonpath: str) -> dict[str, float] | None:
+def streaming(mib: int, pythonpath: str, build: str) -> dict[str, float] | None:
     """Upload and download ``mib`` MiB through `edgeauth serve` (the proxy test's
     streaming check, at benchmark size) and read the proxy's RSS growth."""
     print(f"streaming {mib} MiB each way through edgeauth serve", file=sys.stderr)
+    # The test run checks that it loads the build it is told it tests (tests/conftest.py).
+    env = {**os.environ, "EDGEAUTH_STREAM_MIB": str(mib), "PYTHONPATH": pythonpath,
+           "EDGEAUTH_TEST_BUILD": build}
     out = subprocess.run(
         [PYTHON, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
          "tests/test_proxy.py::test_bodies_stream_both_ways_without_buffering"],
-        cwd=ROOT, env={**os.environ, "EDGEAUTH_STREAM_MIB": str(mib), "PYTHONPATH": pythonpath},
-        capture_output=True, text=True, timeout=1800, check=False,
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800, check=False,
     )
     match = re.search(r"proxy RSS baseline ([\d.]+) MiB, peak ([\d.]+) MiB", out.stdout)
     if out.returncode != 0 or not match:
-        print(out.stdout[-2000:], file=sys.stderr)
+        print("streaming failed:\n" + out.stdout[-2000:] + out.stderr[-2000:], file=sys.stderr)
         return None
     baseline, peak = float(match.group(1)), float(match.group(2))
     return {"mib_each_way": mib, "rss_baseline_mib": baseline, "rss_peak_mib": peak}
@@ -687,6 +691,11 @@ def report(
                        "target": 50, "met": met})
         label = f"serve RSS growth, {stream['mib_each_way']:g} MiB each way (< 50)"
         print(f"{label:<58} {growth:>6.1f} {'< 50':>7} {'ok' if met else 'MISSED'}")
+    elif args.stream_mib and not args.only:  # run, and failed: said, not left out
+        ratios.append({"ratio": "serve RSS growth streaming (MiB)", "value": None,
+                       "target": 50, "met": False, "failed": True})
+        label = f"serve RSS growth, {args.stream_mib:g} MiB each way (< 50)"
+        print(f"{label:<58} {'failed':>6} {'< 50':>7} MISSED (see above)")
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
