@@ -113,7 +113,8 @@ def test_proxy(case: Case, proxy: tuple[int, servers.Process, servers.Process]) 
     assert len(seen) <= 1
     check(case, response, seen[0] if seen else None)
     if denied(response):
-        rid = response.header("x-request-id") or "-"
+        rid = response.header("x-request-id")
+        assert rid, response.headers
         # The process's log may not hold the line yet when the answer arrives.
         servers.poll(lambda: f'"request_id":"{rid}"' in ea.output(), "the audit line")
         lines = ea.output().splitlines()

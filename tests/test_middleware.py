@@ -547,19 +547,23 @@ async def test_a_scope_that_cannot_be_read_is_an_audited_500(
     the request; the app is not called."""
     audit = RecordingAudit()
     app = guarded(tmp_path, audit=audit)
-    with caplog.at_level(logging.ERROR, logger="edgeauth"):
-        r = await call(app, raw_path=b"/api/protected/x", extra={"headers": [(b"host",)]})
-    assert r.status == 500 and r.json()["code"] == "internal_error"
-    assert "cannot read the request scope" in caplog.text
-    event = audit.events[-1]
-    assert event["request_id"] == r.header("x-request-id") == r.json()["request_id"] != "-"
-    assert (event["method"], event["path"], event["client"]) == (
-        "GET",
-        "/api/protected/x",
-        "127.0.0.1",
-    )
-    assert (event["code"], event["status"]) == ("internal_error", 500)
-    assert event["reason"] == "cannot read the request scope"
+    # The second time from a server that gives no raw_path: rebuilt from the path.
+    for extra in ({}, {"raw_path": None}):
+        with caplog.at_level(logging.ERROR, logger="edgeauth"):
+            r = await call(
+                app, raw_path=b"/api/protected/x", extra={"headers": [(b"host",)], **extra}
+            )
+        assert r.status == 500 and r.json()["code"] == "internal_error"
+        assert "cannot read the request scope" in caplog.text
+        event = audit.events[-1]
+        assert event["request_id"] == r.header("x-request-id") == r.json()["request_id"] != "-"
+        assert (event["method"], event["path"], event["client"]) == (
+            "GET",
+            "/api/protected/x",
+            "127.0.0.1",
+        )
+        assert (event["code"], event["status"]) == ("internal_error", 500)
+        assert event["reason"] == "cannot read the request scope"
 
 
 async def test_an_audited_path_is_bounded(tmp_path: Path) -> None:

@@ -520,28 +520,51 @@ def test_denied_upgrade_gets_json_before_any_upgrade(
     assert "without completing handshake" not in ea.output()
 
 
+def test_a_websocket_head_over_the_librarys_limits_is_answered(raw: servers.Process) -> None:
+    """A handshake whose header line is within [server] max_head_bytes but over
+    the WebSocket library's own line limit (8 KiB) is answered (431 JSON,
+    audited) and closed, not left open without an answer."""
+    request = (
+        b"GET /public/ws HTTP/1.1\r\nHost: app.test\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\nCookie: a=" + b"c" * 9000 + b"\r\n\r\n"
+    )
+    data, closed = servers.raw_exchange(raw.port, request)
+    r = servers.parse_response(data)
+    assert (r.status, r.json()["code"]) == (431, "headers_too_large")
+    assert closed
+    event = audit_event(raw, r)
+    assert (event["method"], event["status"], event["reason"]) == (
+        "-",
+        431,
+        "request head too large",
+    )
+
+
+KEY = ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+
+
 @pytest.mark.parametrize(
-    "broken",
+    ("method", "broken"),
     [
-        pytest.param([("sec-websocket-version", "13")], id="no-key"),
+        pytest.param("GET", [("sec-websocket-version", "13")], id="no-key"),
         pytest.param(
+            "GET",
             [("sec-websocket-key", "short<script>"), ("sec-websocket-version", "13")],
             id="malformed-key",
         ),
-        pytest.param(
-            [("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="), ("sec-websocket-version", "12")],
-            id="other-version",
-        ),
+        pytest.param("GET", [KEY, ("sec-websocket-version", "12")], id="other-version"),
+        pytest.param("POST", [KEY, ("sec-websocket-version", "13")], id="post"),
     ],
 )
 def test_a_broken_websocket_handshake_gets_edgeauths_json_400_audited(
-    echo: tuple[servers.Process, servers.Process], broken: list[tuple[str, str]]
+    echo: tuple[servers.Process, servers.Process], method: str, broken: list[tuple[str, str]]
 ) -> None:
     """A handshake the WebSocket library refuses is answered with edgeauth's
     JSON 400, audited, never the library's text (which repeats the request)."""
     ea, upstream = echo
     handshake = [("host", "app.test"), ("upgrade", "websocket"), ("connection", "Upgrade")]
-    request = b"GET /public/ws?q=1 HTTP/1.1\r\n" + b"".join(
+    request = f"{method} /public/ws?q=SECRET HTTP/1.1\r\n".encode() + b"".join(
         f"{n}: {v}\r\n".encode() for n, v in [*handshake, *broken]
     )
     data, closed = servers.raw_exchange(ea.port, request + b"\r\n")
@@ -552,12 +575,13 @@ def test_a_broken_websocket_handshake_gets_edgeauths_json_400_audited(
     assert servers.upstream_log(upstream) == []
     event = audit_event(ea, r)
     assert (event["method"], event["path"], event["rule"], event["status"]) == (
-        "GET",
+        method,
         "/public/ws",
         None,
         400,
     )
     assert event["reason"] == "invalid WebSocket handshake"
+    assert "SECRET" not in json.dumps(event)
 
 
 # Framing and limits ------------------------------------------------------------------
@@ -602,10 +626,40 @@ def test_ambiguous_framing_is_400_and_closed(
         400,
     )
     assert event["reason"] == "invalid HTTP request" and event["client"] == "127.0.0.1"
-    target = FRAMING[name].split(b" ")[1].decode()
-    assert event["path"] in (target, "")  # what the parser read of it, if anything
+    # What the parser read of the target, if anything; never a fragment.
+    assert event["path"] in ("/public/x", "")
     if name == "fragment":
-        assert event["path"] == "/public/x#top"
+        assert event["path"] == "/public/x"
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        pytest.param(
+            b"GET /public/x?access_token=SECRET1 HTTP/1.1\r\nHost: a\r\nX-Big: "
+            + b"v" * 5000
+            + b"\r\n\r\n",
+            id="query-of-a-431",
+        ),
+        pytest.param(b"GET /cb#access_token=SECRET2 HTTP/1.1\r\nHost: a\r\n\r\n", id="fragment"),
+        pytest.param(
+            b"GET http://user:SECRET3@a/public/x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            id="userinfo",
+        ),
+    ],
+)
+def test_a_refused_target_is_audited_without_its_query_or_credentials(
+    echo: tuple[servers.Process, servers.Process], request_bytes: bytes
+) -> None:
+    """The audit event of a request the parser refuses shows the path of its
+    target, never a query, fragment or userinfo (which can carry tokens)."""
+    ea, _ = echo
+    data, _ = servers.raw_exchange(ea.port, request_bytes)
+    r = servers.parse_response(data)
+    assert r.status in (400, 431)
+    event = audit_event(ea, r)
+    assert event["path"] in ("/public/x", "/cb", "")
+    assert "SECRET" not in ea.output()
 
 
 @pytest.mark.parametrize(

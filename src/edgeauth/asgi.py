@@ -268,11 +268,15 @@ def refuse(
     the method and raw path when they are of the types ASGI gives (the path
     bounded), and the peer. Never raises: the answer goes out regardless."""
     try:
-        method, raw, client = scope.get("method"), scope.get("raw_path"), scope.get("client")
+        method, client = scope.get("method"), scope.get("client")
         peer = client[0] if type(client) in (tuple, list) and client else None
+        try:
+            raw = raw_path(scope)[:512]
+        except Exception:  # a path of a type ASGI does not give
+            raw = b""
         view = RequestView(
             method if type(method) is str else "-",
-            raw[:512] if type(raw) is bytes else b"",
+            raw,
             client=peer if type(peer) is str else None,
         )
         report(view, denial, reason)

@@ -52,6 +52,7 @@ from uvicorn.protocols.http.httptools_impl import (
 )
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.supervisors.multiprocess import Multiprocess
+from websockets.exceptions import HeaderLineTooLong, RequestLineTooLong, TooManyHeaders
 from websockets.http11 import Request
 
 from .asgi import Message, Receive, Scope, Send, raw_path, refuse, send_rendered
@@ -257,10 +258,24 @@ def _audit_unparsed(
         return
     try:
         peer = client[0] if client else None
-        view = RequestView(method, target[:_AUDITED_TARGET], client=peer)
+        view = RequestView(method, _audited_path(target), client=peer)
         app.engine.report(view, denial, reason)
     except Exception:  # the answer goes out whatever the audit does
         log.exception("cannot audit request %s", denial.request_id)
+
+
+def _audited_path(target: bytes) -> bytes:
+    """What an audit event may show of a refused request's target: the path of
+    an origin-form target (``/...``), before any query or fragment, which can
+    carry tokens, and at most ``_AUDITED_TARGET`` bytes of it; nothing of any
+    other form (``http://user:password@host/...``)."""
+    if not target.startswith(b"/"):
+        return b""
+    for mark in (b"?", b"#"):
+        at = target.find(mark)
+        if at >= 0:
+            target = target[:at]
+    return target[:_AUDITED_TARGET]
 
 
 def _closing_answer(denial: Denial) -> bytes:
@@ -278,23 +293,51 @@ def _closing_answer(denial: Denial) -> bytes:
 
 
 class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's sans-I/O WebSocket protocol with two changes.
+    """uvicorn's sans-I/O WebSocket protocol with three changes.
 
     A handshake the websockets library refuses (no or a malformed
-    ``Sec-WebSocket-Key``, another ``Sec-WebSocket-Version``, ...) gets
-    edgeauth's JSON 400, audited, instead of the library's plain-text answer,
-    which names the library and repeats what the client sent. And a denial
-    sent through the denial-response extension is a complete answer, not
-    logged as an app that "returned without completing handshake"."""
+    ``Sec-WebSocket-Key``, another ``Sec-WebSocket-Version``, a method other
+    than GET, ...) gets edgeauth's JSON 400, audited, instead of the library's
+    plain-text answer, which names the library and repeats what the client
+    sent. A head the library cannot parse at all (a line or header count over
+    its own limits, which are lower than ``[server] max_head_bytes``) gets
+    the same 431 or 400, where uvicorn would queue the library's answer and
+    never send it, leaving the connection open. And a denial sent through the
+    denial-response extension is a complete answer, not logged as an app that
+    "returned without completing handshake"."""
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.handshake_initiated or self.conn.handshake_exc is None:
+            return
+        if self.transport.is_closing():
+            return
+        self.conn.data_to_send()  # the library's own answer, never sent
+        too_large = isinstance(
+            self.conn.handshake_exc, (RequestLineTooLong, HeaderLineTooLong, TooManyHeaders)
+        )
+        code = Code.HEADERS_TOO_LARGE if too_large else Code.BAD_REQUEST
+        reason = "request head too large" if too_large else "invalid WebSocket handshake"
+        self._refuse(Denial(new_request_id(), code), reason, "-", b"")
 
     def handle_connect(self, event: Request) -> None:
-        if self.conn.accept(event).status_code == 101:
-            super().handle_connect(event)  # which accepts it again, the same way
+        response = self.conn.accept(event)
+        if response.status_code == 101:
+            # uvicorn's handle_connect accepts the request itself: the same
+            # response, not computed twice.
+            self.conn.accept = lambda request: response  # type: ignore[method-assign]
+            try:
+                super().handle_connect(event)
+            finally:
+                del self.conn.accept
             return
+        target = event.path.encode("ascii", "backslashreplace")
+        reason = "invalid WebSocket handshake"
+        self._refuse(Denial(new_request_id(), Code.BAD_REQUEST), reason, event.method, target)
+
+    def _refuse(self, denial: Denial, reason: str, method: str, target: bytes) -> None:
         self.handshake_initiated = self.handshake_complete = self.close_sent = True
-        denial = Denial(new_request_id(), Code.BAD_REQUEST)
-        target = event.path.partition("?")[0].encode("ascii", "backslashreplace")
-        _audit_unparsed(self.app, denial, "invalid WebSocket handshake", "GET", target, self.client)
+        _audit_unparsed(self.app, denial, reason, method, target, self.client)
         self.transport.write(_closing_answer(denial))
         self.transport.close()
 
