@@ -55,6 +55,14 @@ def poll(condition: Any, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def audit_events(process: Process, request_id: str | None) -> list[dict[str, Any]]:
+    """The audit events with ``request_id`` in ``process``'s log, once there
+    is one: the line can arrive after the answer it belongs to."""
+    needle = f'"request_id":"{request_id}"'
+    poll(lambda: needle in process.output(), "the audit line")
+    return [json.loads(line) for line in process.output().splitlines() if needle in line]
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port that was free a moment ago (the OS picks it)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -80,11 +80,8 @@ def get(
 
 
 def audit_event(ea: servers.Process, response: Response) -> dict[str, Any]:
-    """The audit event of ``response`` (by its request id), written to the
-    server's log on the event loop's next turn after the answer."""
-    needle = f'"request_id":"{response.header("x-request-id")}"'
-    servers.poll(lambda: needle in ea.output(), "the audit line")
-    return next(json.loads(line) for line in ea.output().splitlines() if needle in line)
+    """The audit event of ``response`` (by its request id)."""
+    return servers.audit_events(ea, response.header("x-request-id"))[0]
 
 
 # The request toward the upstream --------------------------------------------------

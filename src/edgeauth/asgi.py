@@ -20,9 +20,11 @@ __all__ = [
     "Receive",
     "Scope",
     "Send",
+    "audit_refusal",
     "decide",
     "raw_path",
     "refuse",
+    "refuse_allowed",
     "send_rendered",
     "settling_fields",
     "settling_view",
@@ -265,23 +267,56 @@ def refuse(
     """Audit ``denial`` of a request that never got a view (its scope cannot
     be read, or nothing serves its path) through ``report`` (an engine's
     :meth:`~edgeauth.pipeline.Engine.report`), with what can be told of it:
-    the method and raw path when they are of the types ASGI gives (the path
-    bounded), and the peer. Never raises: the answer goes out regardless."""
+    the method and raw path when they are of the types ASGI gives, and the
+    peer. Never raises: the answer goes out regardless."""
+    method, client = scope.get("method"), scope.get("client")
+    peer = client[0] if type(client) in (tuple, list) and client else None
     try:
-        method, client = scope.get("method"), scope.get("client")
-        peer = client[0] if type(client) in (tuple, list) and client else None
-        try:
-            raw = raw_path(scope)[:512]
-        except Exception:  # a path of a type ASGI does not give
-            raw = b""
-        view = RequestView(
-            method if type(method) is str else "-",
-            raw,
-            client=peer if type(peer) is str else None,
-        )
-        report(view, denial, reason)
-    except Exception:
+        raw = raw_path(scope)
+    except Exception:  # a path of a type ASGI does not give
+        raw = b""
+    method = method if type(method) is str else "-"
+    audit_refusal(report, denial, reason, method, raw, peer if type(peer) is str else None)
+
+
+def audit_refusal(
+    report: Callable[[RequestView, Denial, str], None],
+    denial: Denial,
+    reason: str,
+    method: str,
+    raw: bytes,
+    peer: str | None,
+) -> None:
+    """Audit ``denial`` of a request known only by its method, raw path and
+    peer (the engine bounds and escapes the path). Never raises."""
+    try:
+        report(RequestView(method, raw, client=peer), denial, reason)
+    except Exception:  # the answer goes out whatever the audit does
         log.exception("cannot audit request %s", denial.request_id)
+
+
+async def refuse_allowed(
+    scope: Scope,
+    send: Send,
+    engine: Engine,
+    view: RequestView,
+    allow: Allow,
+    code: Code,
+    reason: str,
+    *,
+    close: bool = False,
+) -> None:
+    """Answer an allowed request that cannot go on (its streamed body over
+    ``max_body``, a header the upstream cannot be sent): a denial with the
+    rule's CORS headers, so browser code can read it, audited like the
+    engine's own with the identity the request was allowed with; ``close``
+    asks the client to close the connection."""
+    denial = Denial(allow.request_id, code, allow.rule_id, headers=allow.response_headers)
+    engine.report(view, denial, reason, allow.identity)
+    status, headers, body = render_denial(denial, view.method)
+    if close:
+        headers.append((b"connection", b"close"))
+    await send_rendered(scope, send, (status, headers, body))
 
 
 async def send_rendered(scope: Scope, send: Send, rendered: Rendered) -> None:

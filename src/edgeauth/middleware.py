@@ -29,6 +29,7 @@ from .asgi import (
     Send,
     decide,
     refuse,
+    refuse_allowed,
     send_rendered,
     settling_fields,
     withhold_credentials,
@@ -204,15 +205,10 @@ class EdgeAuth:
                         # Answered here rather than raised: an exception would
                         # become the app framework's own 500.
                         if not started:
-                            denial = Denial(
-                                allow.request_id,
-                                Code.PAYLOAD_TOO_LARGE,
-                                allow.rule_id,
-                                headers=allow.response_headers,
+                            code, reason = Code.PAYLOAD_TOO_LARGE, "streamed body over max_body"
+                            await refuse_allowed(
+                                scope, send, self.engine, view, allow, code, reason
                             )
-                            reason = "streamed body over max_body"
-                            self.engine.report(view, denial, reason, allow.identity)
-                            await send_rendered(scope, send, render_denial(denial, view.method))
                         responded = True
                         return {"type": "http.disconnect"}
                 return message

@@ -36,6 +36,7 @@ from .asgi import (
     Scope,
     Send,
     decide,
+    refuse_allowed,
     send_rendered,
     settling_view,
     withhold_credentials,
@@ -367,12 +368,14 @@ class Proxy:
                     headers, view, outcome, self.policy, peer, websocket=websocket
                 )
             except BadRequest as exc:
-                await self._refuse(scope, send, view, outcome, Code.BAD_REQUEST, str(exc))
+                code, reason = Code.BAD_REQUEST, str(exc)
+                await refuse_allowed(scope, send, self.engine, view, outcome, code, reason)
                 return
             except Exception:  # a header the server should not have sent: fail closed
                 log.exception("cannot build the upstream request's headers")
                 reason = "cannot build the upstream request's headers"
-                await self._refuse(scope, send, view, outcome, Code.INTERNAL_ERROR, reason)
+                code = Code.INTERNAL_ERROR
+                await refuse_allowed(scope, send, self.engine, view, outcome, code, reason)
                 return
             if websocket:
                 await self._websocket(scope, receive, send, outcome, upstream)
@@ -396,28 +399,6 @@ class Proxy:
         if type(outcome) is Allow:
             return outcome, view, scope["headers"]
         return outcome
-
-    async def _refuse(
-        self,
-        scope: Scope,
-        send: Send,
-        view: RequestView,
-        allow: Allow,
-        code: Code,
-        reason: str,
-        *,
-        close: bool = False,
-    ) -> None:
-        """Answer an allowed request that the request itself keeps from being
-        forwarded (a header the upstream cannot be sent, a streamed body over
-        ``max_body``): a denial, audited like the engine's own, with the rule's
-        CORS headers so browser code can read it."""
-        denial = Denial(allow.request_id, code, allow.rule_id, headers=allow.response_headers)
-        self.engine.report(view, denial, reason, allow.identity)
-        status, headers, body = render_denial(denial, view.method)
-        if close:
-            headers.append((b"connection", b"close"))
-        await send_rendered(scope, send, (status, headers, body))
 
     def _url(self, base: str, allow: Allow, query: bytes) -> yarl.URL:
         target = allow.raw_path.decode("ascii")
@@ -449,9 +430,10 @@ class Proxy:
                 return
             if body is not None and body.too_large:
                 # The rest of the body is not wanted: close instead of draining it.
-                reason = "streamed body over max_body"
-                code = Code.PAYLOAD_TOO_LARGE
-                await self._refuse(scope, send, view, allow, code, reason, close=True)
+                code, reason = Code.PAYLOAD_TOO_LARGE, "streamed body over max_body"
+                await refuse_allowed(
+                    scope, send, self.engine, view, allow, code, reason, close=True
+                )
                 return
             code = _failure_code(exc)
             log.warning("upstream request %s failed: %s", allow.request_id, type(exc).__name__)

@@ -55,10 +55,10 @@ from uvicorn.supervisors.multiprocess import Multiprocess
 from websockets.exceptions import HeaderLineTooLong, RequestLineTooLong, TooManyHeaders
 from websockets.http11 import Request
 
-from .asgi import Message, Receive, Scope, Send, raw_path, refuse, send_rendered
+from .asgi import Message, Receive, Scope, Send, audit_refusal, raw_path, refuse, send_rendered
 from .config import load_policy
 from .errors import ConfigError, ConfigIssue
-from .model import Code, Denial, RequestView
+from .model import Code, Denial
 from .pipeline import Engine, new_request_id
 from .policy import Policy
 from .proxy import Proxy
@@ -243,7 +243,8 @@ class _CoalescingTransport(asyncio.Transport):
         return self._transport.get_extra_info(name, default)
 
 
-# How much of a refused request's target its audit event keeps.
+# How much of a refused target the parser keeps for its audit event (the
+# engine bounds every audited path besides).
 _AUDITED_TARGET = 512
 
 
@@ -253,29 +254,23 @@ def _audit_unparsed(
     """Audit a request refused before it became an ASGI request (the HTTP
     parser's 400 and 431, a refused WebSocket handshake) like a decision, so
     that smuggling attempts and oversized heads show in the audit trail: no
-    rule, what was read of the target (bounded). Never raises."""
-    if not isinstance(app, EdgeServer):
-        return
-    try:
+    rule, the path of the target only. Never raises."""
+    if isinstance(app, EdgeServer):
         peer = client[0] if client else None
-        view = RequestView(method, _audited_path(target), client=peer)
-        app.engine.report(view, denial, reason)
-    except Exception:  # the answer goes out whatever the audit does
-        log.exception("cannot audit request %s", denial.request_id)
+        audit_refusal(app.engine.report, denial, reason, method, _audited_path(target), peer)
 
 
 def _audited_path(target: bytes) -> bytes:
     """What an audit event may show of a refused request's target: the path of
     an origin-form target (``/...``), before any query or fragment, which can
-    carry tokens, and at most ``_AUDITED_TARGET`` bytes of it; nothing of any
-    other form (``http://user:password@host/...``)."""
+    carry tokens; nothing of any other form (``http://user:password@host/...``)."""
     if not target.startswith(b"/"):
         return b""
     for mark in (b"?", b"#"):
         at = target.find(mark)
         if at >= 0:
             target = target[:at]
-    return target[:_AUDITED_TARGET]
+    return target
 
 
 def _closing_answer(denial: Denial) -> bytes:
