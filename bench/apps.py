@@ -1,6 +1,6 @@
 """The applications the benchmark serves: a raw ASGI app, the same app verifying
-a JWT with PyJWT on every request, the same app behind EdgeAuth, and an app
-answering as edgeauth answers a denial.
+a JWT with PyJWT on every request, the same app behind EdgeAuth, and apps
+answering as edgeauth answers a denial (without, then with, its audit line).
 
 Each is selected by the environment (see ``bench/run.py``) and served by
 uvicorn (uvloop, httptools, one worker, no access log).
@@ -8,7 +8,9 @@ uvicorn (uvloop, httptools, one worker, no access log).
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from typing import Any
 
 import jwt
@@ -44,6 +46,55 @@ async def denial_shaped_app(scope: dict[str, Any], receive: Any, send: Any) -> N
         return
     await send({"type": "http.response.start", "status": 401, "headers": DENIAL_HEADERS})
     await send({"type": "http.response.body", "body": DENIAL_BODY % b"0123456789abcdef"})
+
+
+_AUDIT_TAIL = (
+    '","method":"GET","path":"/api/session/x","rule":"session","outcome":"deny",'
+    '"code":"missing_credentials","status":401,"reason":null,"subject":null,'
+    '"client":"127.0.0.1","authenticator":null,"key_id":null,"fingerprint":null}'
+)
+_audit_fd: int | None = None
+_audit_lines: list[str] = []
+_ids: list[str] = []
+_second: list[Any] = [0, ""]
+
+
+def _write_audit_lines() -> None:
+    data = "\n".join(_audit_lines) + "\n"
+    _audit_lines.clear()
+    assert _audit_fd is not None
+    os.write(_audit_fd, data.encode("ascii"))
+
+
+async def audited_denial_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The least an audited denial can cost under this server, with no
+    decision at all: a fresh random request id (drawn 256 at a time), an audit
+    line (the same JSON line edgeauth writes, all but the time and request id
+    fixed) queued and written to ``BENCH_AUDIT_FILE`` once per event-loop
+    turn, and the denial's answer. The ceiling of the denied ratio: what is
+    left of the raw app's throughput before anything is decided."""
+    global _audit_fd
+    if scope["type"] != "http":
+        return
+    if not _ids:
+        raw = os.urandom(8 * 256).hex()
+        _ids.extend(raw[i : i + 16] for i in range(0, len(raw), 16))
+    rid = _ids.pop()
+    now = int(time.time())
+    if now != _second[0]:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+        _second[:] = [now, '{"time":"' + stamp + '","request_id":"']
+    if not _audit_lines:
+        if _audit_fd is None:
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+            _audit_fd = os.open(os.environ["BENCH_AUDIT_FILE"], flags, 0o640)
+        asyncio.get_running_loop().call_soon(_write_audit_lines)
+    _audit_lines.append(_second[1] + rid + _AUDIT_TAIL)
+    rid_bytes = rid.encode()
+    body = DENIAL_BODY % rid_bytes
+    headers = [*DENIAL_HEADERS[:2], (b"x-request-id", rid_bytes), *DENIAL_HEADERS[3:]]
+    await send({"type": "http.response.start", "status": 401, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 _SECRET = os.environ.get("BENCH_SECRET", "")

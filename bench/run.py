@@ -433,11 +433,14 @@ def run(bench: Bench, work: Path, args: argparse.Namespace) -> int:
     if wanted("raw") or wanted("mw_"):
         bench.uvicorn("raw_pyjwt", "bench.apps:pyjwt_app", env)
         bench.uvicorn("raw_denial_shape", "bench.apps:denial_shaped_app", env)
+        bench.uvicorn("raw_denial_audited", "bench.apps:audited_denial_app",
+                      {**env, "BENCH_AUDIT_FILE": str(work / "audit-floor.log")})
         bench.uvicorn("middleware", "bench.apps:guarded_app", env, factory=True)
         scenarios += [
             Scenario("raw_pyjwt_uncached", "raw_pyjwt", "/api/session/x", tokens_file=str(tokens_file),
                      token_header="Cookie", token_prefix="session="),
             Scenario("raw_denial_shape", "raw_denial_shape", "/api/session/x", expect_status=401),
+            Scenario("raw_denial_audited", "raw_denial_audited", "/api/session/x", expect_status=401),
             Scenario("mw_public", "middleware", "/public/x"),
             Scenario("mw_cookie_hs256_cached", "middleware", "/api/session/x", headers=cookie),
             Scenario("mw_bearer_rs256_cached", "middleware", "/api/partner/x", headers=bearer),
@@ -598,8 +601,10 @@ RATIOS = [
     ("forward-auth endpoint, cached cookie / raw app", "forward_auth_cached", "raw_forward_auth", 0.70),
     ("nginx + edgeauth forward-auth / nginx alone (end to end)", "nginx_forward_auth", "nginx_proxy", 0.0),
     # What the server alone charges for a denial's answer (six headers, a JSON
-    # body), and the share of the denied ratio left to edgeauth's own work.
+    # body), then for that answer and its audit line with nothing decided (the
+    # ceiling of the denied ratio), and the share left to edgeauth's own work.
     ("raw app sending the denial's answer / raw app", "raw_denial_shape", "raw", 0.0),
+    ("raw app answering and auditing the denial, nothing decided / raw app", "raw_denial_audited", "raw", 0.0),
     ("middleware, denied / raw app sending the same answer", "mw_denied", "raw_denial_shape", 0.0),
 ]
 

@@ -79,6 +79,10 @@ async def test_dependency_without_identity_answers_edgeauths_401(
     assert "detail" not in body
     assert body["request_id"] == r.headers["x-request-id"]
     assert r.headers["www-authenticate"] == 'Bearer realm="edgeauth"'
+    # The headers of every other denial: no caching, no content sniffing.
+    assert r.headers["cache-control"] == "no-store"
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert r.headers["content-type"] == "application/json"
     [event] = audit.events
     assert event["request_id"] == body["request_id"]
     assert (event["path"], event["code"], event["status"]) == (

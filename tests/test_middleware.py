@@ -942,19 +942,23 @@ async def test_a_header_value_of_another_type_gets_an_answer_never_an_exception(
     bytes) on a rule that withholds the credential gets edgeauth's own answer,
     never an exception out of the middleware, and the credential does not reach
     the app: the sources strip it, the compiled build (whose functions check
-    the types they declare) refuses the request as an internal error, audited."""
+    the types they declare) refuses the request as an internal error, audited,
+    with the rule's CORS headers so that browser code can read it."""
     audit = RecordingAudit()
     app = guarded(tmp_path, audit=audit)
     headers = [
         (b"host", b"app.test"),
+        (b"origin", b"https://app.example.com"),
         (b"authorization", bytearray(f"Bearer {API_KEY}".encode())),
     ]
     with caplog.at_level(logging.ERROR, logger="edgeauth"):
         r = await call(app, raw_path=b"/api/v1/x", extra={"headers": headers})
+    assert r.header("access-control-allow-origin") == "https://app.example.com"
     if r.status == 200:
         assert "authorization" not in seen_headers(r.json())
     else:
         assert r.status == 500
         assert r.json()["code"] == "internal_error"
         assert audit.events[-1]["code"] == "internal_error"
+        assert audit.events[-1]["reason"] == "cannot build the app's scope"
         assert API_KEY not in r.body.decode() and API_KEY not in json.dumps(audit.events)

@@ -37,9 +37,9 @@ from .asgi import (
 from .audit import AuditSink
 from .config import load_policy
 from .model import Allow, Code, Denial, RequestView, encode_headers
-from .pipeline import Engine
+from .pipeline import Engine, json_denial
 from .policy import Policy
-from .responses import Rendered, error_body, render_denial
+from .responses import Rendered, render_denial
 
 __all__ = ["ASGIApp", "EdgeAuth", "IdentityRequired"]
 
@@ -104,9 +104,10 @@ class EdgeAuth:
                 inner = self._inner_scope(scope, allow, headers)
             except Exception:  # a header the server should not have sent: fail closed
                 log.exception("cannot build the app's scope")
-                denial = Denial(allow.request_id, Code.INTERNAL_ERROR, allow.rule_id)
-                self.engine.report(view, denial, "cannot build the app's scope", allow.identity)
-                await send_rendered(scope, send, render_denial(denial, view.method))
+                reason = "cannot build the app's scope"
+                await refuse_allowed(
+                    scope, send, self.engine, view, allow, Code.INTERNAL_ERROR, reason
+                )
                 return
             if allow.response_headers or self.engine.watches_upstream or allow.max_body is not None:
                 await self._forward_watched(scope, inner, receive, send, allow, view)
@@ -227,16 +228,9 @@ class EdgeAuth:
     def _identity_required(self, inner: Scope, request_id: str) -> Rendered:
         """The 401 for an app that needs an identity the request has not got
         (:func:`edgeauth.fastapi.current_identity`), audited as a denial."""
-        denial = Denial(request_id, Code.MISSING_CREDENTIALS)
+        denial = json_denial(Code.MISSING_CREDENTIALS, request_id)
         refuse(inner, self.engine.report, denial, "the app requires an identity")
-        body = error_body(Code.MISSING_CREDENTIALS, request_id)
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"cache-control", b"no-store"),
-            (b"www-authenticate", b'Bearer realm="edgeauth"'),
-            (b"x-request-id", request_id.encode()),
-        ]
-        return 401, headers, body
+        return render_denial(denial, inner.get("method", "GET"))
 
     async def _starlette_identity_required(self, request: Any, exc: Exception) -> Any:
         from starlette.responses import Response

@@ -129,7 +129,8 @@ class Engine:
         self._clock = clock
         self._audit = audit or policy.audit_sink or LoggingAuditSink()
         # The file sink takes decision events as their values (no dict to build).
-        self._decisions = self._audit.emit_decision if type(self._audit) is FileAuditSink else None
+        sink = self._audit
+        self._decisions: FileAuditSink | None = sink if type(sink) is FileAuditSink else None
         self._ids = request_ids or _request_id_pool()
         self._routes: dict[tuple[str, str, bytes], tuple[_Route, Rule | None]] = {}
         self.watches_upstream = bool(policy.upstream_401_rules)
@@ -311,6 +312,12 @@ class Engine:
             host = _host_name(view.header("host")) if self.policy.rules.needs_host else ""
             found = self._routes.get((method, host, view.raw_path))
             (path, raw), rule = found if found is not None else self._route(view, method, host)
+            if preflight and (rule is None or rule.cors is None):
+                # Only a CORS rule answers a preflight. To any other it is the
+                # OPTIONS request it is, matched, decided and forwarded as one.
+                preflight, method = False, view.method
+                found = self._routes.get((method, host, view.raw_path))
+                (path, raw), rule = found if found is not None else self._route(view, method, host)
         except BadRequest as exc:
             trace.reason = str(exc)
             return Denial(rid, Code.BAD_REQUEST)
@@ -628,8 +635,9 @@ class Engine:
             # The line of plain values is remembered in parts: a method or
             # client the server gave as a str subclass goes the general way.
             plain = type(method) is str and (client is None or type(client) is str)
-            if self._decisions is not None and plain:
-                self._decisions(values)
+            decisions = self._decisions
+            if decisions is not None and plain:
+                decisions.emit_decision(values)
             else:
                 event = dict(zip(DECISION_FIELDS, values, strict=True))
                 if type(outcome) is Denial:
@@ -639,10 +647,16 @@ class Engine:
             log.exception("audit sink failed for request %s", outcome.request_id)
 
 
+def json_denial(code: Code, rid: str) -> Denial:
+    """A JSON denial a front-end answers itself, outside any rule's decision,
+    with its code's challenge (``WWW-Authenticate``), if any."""
+    return _denial(code, rid, None, False, ())
+
+
 def _denial(
     code: Code,
     rid: str,
-    rule_id: str,
+    rule_id: str | None,
     page: bool,
     cors: tuple[Header, ...],
     message: str | None = None,

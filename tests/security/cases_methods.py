@@ -140,6 +140,15 @@ CASES: tuple[Attack, ...] = (
         (("origin", "https://evil.example"), ("access-control-request-method", "GET")),
         "Fetch standard §3.2.3 (preflight decided for the requested method)",
     ),
+    # A preflight's shape is no way around a rule's methods: only a CORS rule
+    # answers one, and to any other rule it is an OPTIONS request.
+    denied(
+        "preflight-shape-on-get-rule-without-cors",
+        "OPTIONS",
+        READONLY,
+        (("origin", "https://app.example.com"), ("access-control-request-method", "GET")),
+        "Fetch standard §3.2.3 (a preflight is answered for a CORS rule only); CWE-650",
+    ),
     Attack(
         "request-method-header-without-origin-is-no-preflight",
         PROTECTED,
