@@ -140,9 +140,15 @@ async def test_identity_values_are_made_safe(tmp_path: Path) -> None:
         ("alice", ["a\tb"]),
     ],
 )
-async def test_unsafe_identity_values_are_401(app: EdgeAuth, sub: str, role: list[str]) -> None:
-    """A control character in an identity value, or a role holding the separator, is 401."""
-    r = await call(app, raw_path=b"/api/protected/me", headers=[cookie(session_token(sub, role))])
+@pytest.mark.parametrize("target", [b"/api/protected/me", b"/api/admin/reports"])
+async def test_unsafe_identity_values_are_401(
+    app: EdgeAuth, sub: str, role: list[str], target: bytes
+) -> None:
+    """A control character in an identity value, or a role holding the
+    separator, is 401, also on a rule whose requirements the identity does not
+    meet (``/api/admin/**`` requires the role admin, which "user,admin" is not):
+    the credential is invalid before it is insufficient."""
+    r = await call(app, raw_path=target, headers=[cookie(session_token(sub, role))])
     assert r.status == 401
     assert r.json()["code"] == "invalid_token"
 

@@ -405,6 +405,13 @@ class Engine:
         if revoked:
             trace.reason = "credential revoked"
             return self._deny(Code.REVOKED, rid, rule, view, path, extra)
+        # An identity the headers cannot carry safely (a control character, a
+        # role holding the roles' separator) is an invalid credential whatever
+        # the rule requires: checked before the rule's requirements.
+        try:
+            upstream = self.policy.identity.build(identity)
+        except InvalidCredentials as exc:
+            return self._fail(Code.INVALID_TOKEN, exc, trace, rid, rule, view, path, extra)
         if (
             source.kind == "cookie"
             and (view.method not in _SAFE_METHODS or view.websocket)
@@ -422,10 +429,6 @@ class Engine:
             if refusal is not None:
                 return self._refuse(refusal, rid, rule, view, path, cors)
             extra = _rate_headers(cors, checked)
-        try:
-            upstream = self.policy.identity.build(identity)
-        except InvalidCredentials as exc:
-            return self._fail(Code.INVALID_TOKEN, exc, trace, rid, rule, view, path, extra)
         withheld: tuple[str, ...] = ()
         if not self.policy.authenticators[identity.authenticator].forward_credential:
             # Every place that carries this very credential (Bearer and
