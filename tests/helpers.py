@@ -3,7 +3,9 @@ and stand-ins that work in the plain and the mypyc-compiled build alike."""
 
 from __future__ import annotations
 
+import datetime
 import hashlib
+import ipaddress
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -13,6 +15,10 @@ from typing import Any
 
 import jwt
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from edgeauth import EdgeAuth, Engine, load_policy
 from edgeauth.authn.jwt import JwtAuthenticator
@@ -291,3 +297,35 @@ def break_verification(
     """
     assert isinstance(authenticator, JwtAuthenticator)
     monkeypatch.setattr(authenticator, "_keys", BrokenKeys(message))
+
+
+def self_signed(folder: Path, stem: str = "tls") -> Path:
+    """A self-signed certificate for 127.0.0.1 (``STEM.crt``) and its key
+    (``STEM.key``) in ``folder``; the certificate's path."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    (folder / f"{stem}.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    (folder / f"{stem}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return folder / f"{stem}.crt"

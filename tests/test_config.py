@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from edgeauth import ConfigError, load_policy
 from edgeauth.policy import Policy
 
-from .helpers import SECRET, SEED_POLICY, write_policy
+from .helpers import SECRET, SEED_POLICY, self_signed, write_policy
 
 JWT = f"""
 [authenticators.session]
@@ -290,14 +290,44 @@ def test_keys_file_errors_are_reported_through_the_policy(tmp_path: Path) -> Non
         ('trusted_proxies = ["10.0.0.0/33"]', "server.trusted_proxies[0]"),
         ('public_origin = "https://a.example/path"', "server.public_origin"),
         ('upstream = "ftp://x"', "server.upstream"),
+        ('upstream = "http://user:password@127.0.0.1:3000"', "server.upstream"),
+        ('upstream = "http://127.0.0.1:3000/?a=b"', "server.upstream"),
+        ('upstream = "http://127.0.0.1:3000/#f"', "server.upstream"),
+        ('upstream = "http://127.0.0.1:99999"', "server.upstream"),
+        ('listen = "nonsense"', "server.listen"),
+        ('listen = "127.0.0.1:99999"', "server.listen"),
         ('tls_cert = "c.pem"', "server.tls_cert"),
+        ('tls_cert = "absent.crt"\ntls_key = "absent.key"', "server.tls_cert"),
         ("workers = 0", "server.workers"),
     ],
 )
 def test_server_errors(tmp_path: Path, server: str, location: str) -> None:
-    """[server] values are checked too."""
+    """[server] values are checked when the policy loads (``edgeauth check``
+    finds what ``edgeauth serve`` would refuse), each error on its line."""
     text = f'[server]\n{server}\n\n[[rules]]\nmatch = "/**"\npublic = true\n'
-    assert location in [e[0] for e in errors_of(tmp_path, text)]
+    errors = errors_of(tmp_path, text)
+    assert location in [e[0] for e in errors]
+    assert all(line is not None for _, line, _ in errors)
+
+
+def test_the_tls_certificate_and_key_are_loaded_with_the_policy(tmp_path: Path) -> None:
+    """tls_cert and tls_key must load together as a certificate and its key:
+    a missing file is named, and so is a key that is not the certificate's,
+    before anything listens; a matching pair loads."""
+    self_signed(tmp_path, "one")
+    self_signed(tmp_path, "two")
+    rules = '\n[[rules]]\nmatch = "/**"\npublic = true\n'
+    pair = '[server]\ntls_cert = "one.crt"\ntls_key = "{}"\n' + rules
+    [(location, line, message)] = errors_of(tmp_path, pair.format("two.key"))
+    assert (location, line) == ("server.tls_cert", 2)
+    assert "one.crt" in message and "two.key" in message
+    [(_, _, message)] = errors_of(tmp_path, pair.format("absent.key"))
+    assert "absent.key" in message and "No such file" in message
+    (tmp_path / "garbage.key").write_text("not a key\n", encoding="utf-8")
+    [(_, _, message)] = errors_of(tmp_path, pair.format("garbage.key"))
+    assert "garbage.key" in message
+    policy = load_policy(write_policy(tmp_path, pair.format("one.key")), environ={})
+    assert policy.server.tls_cert == str(tmp_path / "one.crt")
 
 
 def test_unreadable_and_invalid_files(tmp_path: Path) -> None:

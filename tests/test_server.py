@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import datetime
 import gc
 import http.client
-import ipaddress
 import json
 import os
 import signal
@@ -22,10 +20,6 @@ from typing import Any
 import pytest
 import uvicorn
 from click.testing import CliRunner
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
@@ -36,7 +30,15 @@ from edgeauth.pipeline import Engine
 from edgeauth.server import EdgeHttpProtocol, EdgeServer, _CoalescingTransport, parse_listen
 
 from . import servers
-from .helpers import SEED_POLICY, RecordingAudit, Response, call, session_token, write_policy
+from .helpers import (
+    SEED_POLICY,
+    RecordingAudit,
+    Response,
+    call,
+    self_signed,
+    session_token,
+    write_policy,
+)
 from .servers import POLL, poll
 
 
@@ -101,39 +103,9 @@ def test_workers_run_as_separate_processes(tmp_path: Path) -> None:
         assert not any(servers.alive(pid) for pid in workers)
 
 
-def _self_signed(folder: Path) -> Path:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    (folder / "tls.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    (folder / "tls.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return folder / "tls.crt"
-
-
 def test_tls_is_served_with_tls_cert_and_key(tmp_path: Path) -> None:
     """With tls_cert/tls_key edgeauth speaks HTTPS and tells the upstream the scheme."""
-    cert = _self_signed(tmp_path)
+    cert = self_signed(tmp_path)
     with servers.upstream("echo", tmp_path) as upstream:
         port = servers.free_port()
         section = servers.server_section(port, upstream.url, tls_cert="tls.crt", tls_key="tls.key")

@@ -16,6 +16,7 @@ import ipaddress
 import json
 import os
 import re
+import ssl
 import tomllib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -40,7 +41,7 @@ from .ratelimit import Limit
 from .rules import HostPattern, Matcher, RuleSet, compile_pattern, normalize_methods
 from .state import RedisTarget, StateSettings, parse_redis_url
 
-__all__ = ["load_policy"]
+__all__ = ["load_policy", "parse_listen"]
 
 Loc = tuple[str | int, ...]
 
@@ -346,10 +347,20 @@ class _Builder:
             self.issue(
                 ("server", "public_origin"), "expected an origin like 'https://app.example.com'"
             )
-        if s.upstream is not None and urlsplit(s.upstream).scheme not in ("http", "https"):
-            self.issue(("server", "upstream"), "expected an http:// or https:// URL")
+        try:
+            parse_listen(s.listen)
+        except ValueError as exc:
+            self.issue(("server", "listen"), str(exc))
+        if s.upstream is not None:
+            problem = _upstream_problem(s.upstream)
+            if problem:
+                self.issue(("server", "upstream"), problem)
         if (s.tls_cert is None) != (s.tls_key is None):
             self.issue(("server", "tls_cert"), "tls_cert and tls_key go together")
+        elif s.tls_cert and s.tls_key:
+            problem = _tls_problem(self._path(s.tls_cert), self._path(s.tls_key))
+            if problem:
+                self.issue(("server", "tls_cert"), problem)
         return ServerSettings(
             listen=s.listen,
             upstream=s.upstream,
@@ -734,6 +745,51 @@ class _Builder:
         elif not path.parent.is_dir():
             self.issue(("audit", "file"), f"expected a file in an existing folder, got {value!r}")
         return FileAuditSink(path)
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port`` for IPv6) as (host, port).
+
+    >>> parse_listen("127.0.0.1:8080"), parse_listen("[::1]:0")
+    (('127.0.0.1', 8080), ('::1', 0))
+    """
+    host, sep, port = listen.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"expected host:port, got {listen!r}")
+    return host, int(port)
+
+
+def _upstream_problem(url: str) -> str | None:
+    """What is wrong with ``[server] upstream``, if anything: the request's
+    path and query are appended to it, so it is a scheme, a host, an optional
+    port and an optional path prefix, nothing else."""
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - raises for a port that is not one
+    except ValueError:
+        return f"expected a port from 0 to 65535 in {url!r}"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "expected an http:// or https:// URL"
+    if "@" in parts.netloc:
+        return "expected no user:password@ in the URL: edgeauth sends the upstream no credentials"
+    if "?" in url or "#" in url:
+        return "expected no query or fragment: each request's path and query are appended"
+    return None
+
+
+def _tls_problem(cert: str, key: str) -> str | None:
+    """Why the certificate and key cannot serve HTTPS, if they cannot: a file
+    missing or unreadable, not PEM, or a key that is not the certificate's."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        # A key protected by a passphrase fails here instead of prompting.
+        context.load_cert_chain(cert, key, password=lambda: b"")
+    except OSError as exc:  # ssl.SSLError included
+        reason = exc.strerror or getattr(exc, "reason", None) or str(exc)
+        return f"cannot load the certificate {cert!r} with the key {key!r}: {reason}"
+    return None
 
 
 def _related(loc: Loc, failed: Loc) -> bool:

@@ -56,7 +56,7 @@ from websockets.exceptions import HeaderLineTooLong, RequestLineTooLong, TooMany
 from websockets.http11 import Request
 
 from .asgi import Message, Receive, Scope, Send, audit_refusal, raw_path, refuse, send_rendered
-from .config import load_policy
+from .config import load_policy, parse_listen
 from .errors import ConfigError, ConfigIssue
 from .model import Code, Denial
 from .pipeline import Engine, new_request_id
@@ -818,20 +818,6 @@ def _forward_auth_app(policy: Policy, engine: Engine) -> ForwardAuthApp:
     from .forward_auth import ForwardAuthApp
 
     return ForwardAuthApp(policy, engine)
-
-
-def parse_listen(listen: str) -> tuple[str, int]:
-    """``host:port`` (``[v6]:port`` for IPv6) as (host, port).
-
-    >>> parse_listen("127.0.0.1:8080"), parse_listen("[::1]:0")
-    (('127.0.0.1', 8080), ('::1', 0))
-    """
-    host, sep, port = listen.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"expected host:port, got {listen!r}")
-    return host, int(port)
 
 
 def _worker_app(policy_file: str, log_level: str) -> EdgeServer:
