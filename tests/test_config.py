@@ -251,6 +251,21 @@ def test_identity_header_errors(
             "origin",
         ),
         (
+            'match = "/a"\nauthenticate = ["s"]\ncors = { origins = ["https://a.example:443"] }',
+            "rules[0].cors.origins[0]",
+            "expected 'https://a.example': browsers send an origin without its scheme's default",
+        ),
+        (
+            'match = "/a"\nauthenticate = ["s"]\ncors = { origins = ["http://a.example:80"] }',
+            "rules[0].cors.origins[0]",
+            "would never match",
+        ),
+        (
+            'match = "/a"\nauthenticate = ["s"]\ncors = { origins = ["https://a.example:99999"] }',
+            "rules[0].cors.origins[0]",
+            "expected an origin like",
+        ),
+        (
             'match = "/a"\nauthenticate = ["s"]\ncors = { origins = [] }',
             "rules[0].cors.origins",
             "",
@@ -289,6 +304,7 @@ def test_keys_file_errors_are_reported_through_the_policy(tmp_path: Path) -> Non
     [
         ('trusted_proxies = ["10.0.0.0/33"]', "server.trusted_proxies[0]"),
         ('public_origin = "https://a.example/path"', "server.public_origin"),
+        ('public_origin = "https://a.example:443"', "server.public_origin"),
         ('upstream = "ftp://x"', "server.upstream"),
         ('upstream = "http://user:password@127.0.0.1:3000"', "server.upstream"),
         ('upstream = "http://127.0.0.1:3000/?a=b"', "server.upstream"),

@@ -343,10 +343,9 @@ class _Builder:
 
     def _server(self, s: _Server) -> ServerSettings:
         networks = self._networks(s.trusted_proxies, ("server", "trusted_proxies"))
-        if s.public_origin is not None and not _is_origin(s.public_origin):
-            self.issue(
-                ("server", "public_origin"), "expected an origin like 'https://app.example.com'"
-            )
+        problem = _origin_problem(s.public_origin) if s.public_origin is not None else None
+        if problem:
+            self.issue(("server", "public_origin"), problem)
         try:
             parse_listen(s.listen)
         except ValueError as exc:
@@ -708,11 +707,9 @@ class _Builder:
 
     def _cors(self, c: _Cors, loc: Loc) -> CorsPolicy | None:
         for i, origin in enumerate(c.origins):
-            if origin not in ("*", "null") and not _is_origin(origin):
-                self.issue(
-                    (*loc, "origins", i),
-                    f"expected an origin like 'https://app.example.com', got {origin!r}",
-                )
+            problem = None if origin in ("*", "null") else _origin_problem(origin)
+            if problem:
+                self.issue((*loc, "origins", i), problem)
         if c.credentials and "*" in c.origins:
             self.issue((*loc, "origins"), "'*' cannot be used with credentials = true")
         for i, method in enumerate(c.methods):
@@ -811,17 +808,35 @@ def _check_jwks_url(url: str) -> None:
         raise ValueError("expected a URL with a host")
 
 
-def _is_origin(value: str) -> bool:
+def _origin_problem(value: str) -> str | None:
+    """What keeps ``value`` from being an origin as browsers send it
+    (``scheme://host[:port]``, lower case), if anything."""
+    expected = f"expected an origin like 'https://app.example.com', got {value!r}"
     parts = urlsplit(value)
-    return (
+    try:
+        port = parts.port
+    except ValueError:  # not a port number
+        return expected
+    if not (
         parts.scheme in ("http", "https")
         and bool(parts.hostname)
         and parts.path == ""
-        and not parts.query
-        and not parts.fragment
+        and "?" not in value
+        and "#" not in value
         and "@" not in parts.netloc
         and value == value.lower()
-    )
+    ):
+        return expected
+    if port == _DEFAULT_PORTS[parts.scheme]:
+        bare = value.rsplit(":", 1)[0]
+        return (
+            f"expected {bare!r}: browsers send an origin without its scheme's default port,"
+            f" so {value!r} would never match"
+        )
+    return None
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def _is_login_url(value: str) -> bool:
