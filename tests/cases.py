@@ -200,6 +200,20 @@ CASES: tuple[Case, ...] = (
         forwarded=True,
         upstream_lacks=("authorization",),
     ),
+    # The app gets the credential the identity came from, never another one
+    # the rule reads: that one may be someone else's.
+    Case(
+        "another-principals-session-cookie-withheld",
+        b"/api/v1/reports",
+        200,
+        headers=(
+            ("authorization", f"Bearer {API_KEY}"),
+            ("cookie", f"theme=dark; session={ALICE}"),
+        ),
+        forwarded=True,
+        upstream_has={"x-user-id": "svc-reporting", "cookie": "theme=dark"},
+        upstream_lacks=("authorization",),
+    ),
     Case(
         "bad-api-key",
         b"/api/v1/reports",

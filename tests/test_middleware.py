@@ -874,6 +874,38 @@ async def test_api_key_in_both_places_is_withheld_from_both(app: EdgeAuth) -> No
     assert "x-api-key" not in seen
 
 
+async def test_no_credential_but_the_identitys_reaches_the_app(tmp_path: Path) -> None:
+    """On a rule that reads several places, the app gets the credential its
+    identity came from (when its authenticator forwards it) and no other: an
+    API key sent beside the session cookie that decided the request stays at
+    the edge (API keys are never forwarded), and so does a session cookie
+    beside the API key that decided it."""
+    text = SEED_POLICY.replace(
+        'authenticate = ["keys", "session"]', 'authenticate = ["session", "keys"]'
+    )
+    app = guarded(tmp_path, text)
+    token = session_token("alice")
+    r = await call(
+        app,
+        raw_path=b"/api/v1/x",
+        headers=[("cookie", f"session={token}"), ("x-api-key", API_KEY)],
+    )
+    assert r.status == 200
+    seen = seen_headers(r.json())
+    assert seen["x-user-id"] == ["alice"]
+    assert seen["cookie"] == [f"session={token}"]
+    assert "x-api-key" not in seen
+    r = await call(
+        guarded(tmp_path),
+        raw_path=b"/api/v1/x",
+        headers=[("cookie", f"session={token}; theme=dark"), ("x-api-key", API_KEY)],
+    )
+    seen = seen_headers(r.json())
+    assert seen["x-user-id"] == ["svc-reporting"]
+    assert seen["cookie"] == ["theme=dark"]
+    assert "x-api-key" not in seen
+
+
 async def test_audit_status_is_what_the_client_got(tmp_path: Path) -> None:
     """A page redirect is audited as 302/303; a refused preflight says so."""
     audit = RecordingAudit()

@@ -429,12 +429,14 @@ class Engine:
             if refusal is not None:
                 return self._refuse(refusal, rid, rule, view, path, cors)
             extra = _rate_headers(cors, checked)
-        withheld: tuple[str, ...] = ()
-        if not self.policy.authenticators[identity.authenticator].forward_credential:
-            # Every place that carries this very credential (Bearer and
-            # X-API-Key may both hold the same key).
-            used = credentials[source]
-            withheld = tuple(s.place for s, value in credentials.items() if value == used)
+        # The app gets no credential but the one the identity came from (and
+        # not that one either unless its authenticator forwards it): another
+        # credential in a place the rule reads may be someone else's.
+        used = credentials[source]
+        forwards = self.policy.authenticators[identity.authenticator].forward_credential
+        withheld = tuple(
+            s.place for s, value in credentials.items() if not forwards or value != used
+        )
         return Allow(
             rid,
             rule.id,
