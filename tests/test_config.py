@@ -439,3 +439,33 @@ def test_strip_list_reserved_name_message(tmp_path: Path) -> None:
         tmp_path, '[identity]\nstrip = ["Cookie"]\n\n[[rules]]\nmatch = "/**"\npublic = true\n'
     )
     assert errors[0][2] == "'Cookie' is reserved: it cannot be stripped"
+
+
+def test_schema_errors_read_like_the_others_in_file_order(tmp_path: Path) -> None:
+    """A value of none of a key's types is one error naming what was expected;
+    bounds say the bound and the value; errors come in the file's order."""
+    text = """\
+        [server]
+        max_head_bytes = 10
+        read_timeout = 0
+
+        [[rules]]
+        match = 5
+        public = true
+        max_body = -1
+        cors = { origins = [], max_age = -1 }
+
+        [[rules]]
+        match = "/x"
+        authenticate = ["nope"]
+        rate_limit = 7
+        """
+    assert errors_of(tmp_path, text) == [
+        ("server.max_head_bytes", 2, "expected at least 1024, got 10"),
+        ("server.read_timeout", 3, "expected more than 0.0, got 0"),
+        ("rules[0].match", 6, "expected a string or a list"),
+        ("rules[0].max_body", 8, "expected at least 0, got -1"),
+        ("rules[0].cors.origins", 9, "expected at least 1 item(s)"),
+        ("rules[0].cors.max_age", 9, "expected at least 0, got -1"),
+        ("rules[1].rate_limit", 14, "expected a string or a list"),
+    ]

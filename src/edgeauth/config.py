@@ -239,14 +239,28 @@ class _Builder:
         self.issues.append(ConfigIssue(_dotted(loc), message, self.lines.find(loc)))
 
     def fail(self) -> ConfigError:
-        return ConfigError(self.name, self.issues)
+        # In the file's order; issues without a line (a whole file) last.
+        issues = sorted(self.issues, key=lambda i: (i.line is None, i.line or 0))
+        return ConfigError(self.name, issues)
 
     def validate(self, model: type[M], data: Any, loc: Loc) -> M | None:
         try:
             return model.model_validate(data)
         except ValidationError as exc:
+            # A value that fits none of a union's types draws one error per
+            # type, each under the type's name (``match.str``): one issue per
+            # key of the file, its expectations joined.
+            expected: dict[Loc, list[str]] = {}
             for err in exc.errors():
-                self.issue((*loc, *err["loc"]), _explain(err))
+                where = tuple(err["loc"])
+                if err["type"] != "missing":
+                    where = _within(data, where)
+                message = _explain(err)
+                seen = expected.setdefault(where, [])
+                if message not in seen:
+                    seen.append(message)
+            for where, messages in expected.items():
+                self.issue((*loc, *where), _joined(messages))
             return None
 
     def build(self, raw: dict[str, Any]) -> Policy:
@@ -861,7 +875,34 @@ _PYDANTIC_MESSAGES: dict[str, Callable[[Any], str]] = {
     "list_type": lambda e: "expected a list",
     "dict_type": lambda e: "expected a table",
     "model_type": lambda e: "expected a table",
+    "greater_than_equal": lambda e: f"expected at least {e['ctx']['ge']}, got {e['input']!r}",
+    "greater_than": lambda e: f"expected more than {e['ctx']['gt']}, got {e['input']!r}",
+    "less_than_equal": lambda e: f"expected at most {e['ctx']['le']}, got {e['input']!r}",
+    "less_than": lambda e: f"expected less than {e['ctx']['lt']}, got {e['input']!r}",
+    "too_short": lambda e: f"expected at least {e['ctx']['min_length']} item(s)",
+    "too_long": lambda e: f"expected at most {e['ctx']['max_length']} item(s)",
 }
+
+
+def _within(data: Any, loc: Loc) -> Loc:
+    """The part of ``loc`` that names keys and items of ``data`` (the rest
+    names a union's member types, not anything in the file)."""
+    node = data
+    for i, part in enumerate(loc):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            return loc[:i]
+    return loc
+
+
+def _joined(messages: list[str]) -> str:
+    """``expected a string`` and ``expected a list`` as ``expected a string or a list``."""
+    if len(messages) > 1 and all(m.startswith("expected ") for m in messages):
+        return "expected " + " or ".join(m[len("expected ") :] for m in messages)
+    return "; ".join(messages)
 
 
 def _explain(err: Any) -> str:
