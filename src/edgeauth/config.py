@@ -889,12 +889,11 @@ def _within(data: Any, loc: Loc) -> Loc:
     names a union's member types, not anything in the file)."""
     node = data
     for i, part in enumerate(loc):
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
-            node = node[part]
-        else:
+        in_table = isinstance(node, dict) and part in node
+        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        if not (in_table or in_list):
             return loc[:i]
+        node = node[part]
     return loc
 
 
