@@ -744,6 +744,56 @@ def test_pipelined_responses_leave_whole_and_in_order(
     assert data.count(b"HTTP/1.1 ") == 3
 
 
+@pytest.mark.parametrize(
+    "refused",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"GET /public/c HTTP/1.1\r\nhost: app.test\r\n" + b"x-h: 1\r\n" * 25 + b"\r\n",
+        # More than the socket buffers hold after the refused request: read and
+        # dropped, so that closing does not reset the connection and lose the
+        # answers.
+        b"GARBAGE\r\n\r\n" + b"x" * 4_000_000,
+    ],
+    ids=["garbage", "too-many-headers", "garbage-then-more"],
+)
+def test_requests_pipelined_before_a_refused_one_are_answered_first(
+    echo: tuple[servers.Process, servers.Process], refused: bytes
+) -> None:
+    """Requests pipelined before one the parser refuses get their answers, in
+    order, then the refusal (400, or 431 for a head over the limits) and the
+    connection closes: the client learns what happened to each request."""
+    ea, upstream = echo
+    first = b"GET /public/a HTTP/1.1\r\nhost: app.test\r\n\r\n"
+    second = b"GET /public/b HTTP/1.1\r\nhost: app.test\r\n\r\n"
+    data, closed = servers.raw_exchange(ea.port, first + second + refused)
+    assert closed
+    answers = []
+    while data:
+        head, _, rest = data.partition(b"\r\n\r\n")
+        length = int(
+            next(
+                line.split(b":")[1]
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            )
+        )
+        answers.append((head.split(b" ")[1], rest[:length]))
+        data = rest[length:]
+    assert [status for status, _ in answers] == [
+        b"200",
+        b"200",
+        b"431" if b"x-h: 1" in refused else b"400",
+    ]
+    assert [json.loads(body)["raw_path"] for _, body in answers[:2]] == ["/public/a", "/public/b"]
+    assert json.loads(answers[2][1])["code"] == (
+        "headers_too_large" if answers[2][0] == b"431" else "bad_request"
+    )
+    assert [r["raw_path"] for r in servers.upstream_log(upstream)][-2:] == [
+        "/public/a",
+        "/public/b",
+    ]
+
+
 def test_head_timeout_counts_from_each_head_on_a_kept_alive_connection(
     echo: tuple[servers.Process, servers.Process],
 ) -> None:

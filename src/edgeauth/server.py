@@ -246,6 +246,9 @@ class _CoalescingTransport(asyncio.Transport):
 # How much of a refused target the parser keeps for its audit event (the
 # engine bounds every audited path besides).
 _AUDITED_TARGET = 512
+# How long a connection closed after a refusal goes on reading (and dropping)
+# what the client still sends, so that the refusal is not lost to a reset.
+_LINGER_SECONDS = 2.0
 
 
 def _audit_unparsed(
@@ -383,6 +386,9 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         self._hosts = 0  # Host fields in the head so far
         self._body = False  # a body announced in the head so far (for the lane)
         self._too_large = False
+        # The closing answer to a request the parser refused, held while
+        # requests pipelined before it are still being answered.
+        self._refusal: bytes | None = None
         self.url = b""  # uvicorn sets it when a request begins
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -400,7 +406,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
     # call instead of two or three. tests/test_server.py compares the scopes.
 
     def data_received(self, data: bytes) -> None:
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self._refusal is not None:
             return
         if self._writer.held is not None:
             self._writer.flush()  # before a 400 or an upgrade answered from here
@@ -654,6 +660,13 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         self._idle_deadline.at = None
+        if self._refusal is not None:  # nothing more is read: answer what was
+            if self.pipeline:
+                cycle, app = self.pipeline.pop()
+                self._start_asgi_task(cycle, app)
+            else:
+                self._close_with(self._refusal)
+            return
         if self.flow.read_paused:
             self.flow.resume_reading()
         if self.pipeline:
@@ -683,14 +696,52 @@ class EdgeHttpProtocol(HttpToolsProtocol):
 
     def send_400_response(self, msg: str) -> None:
         """Answer a request the parser refused, as JSON, and close the connection
-        (audited: :func:`_audit_unparsed`)."""
+        (audited: :func:`_audit_unparsed`). Requests pipelined before it get
+        their answers first: nothing more is read, and the refusal waits for
+        the last of them."""
         self._writer.flush()
         code = Code.HEADERS_TOO_LARGE if self._too_large else Code.BAD_REQUEST
         denial = Denial(new_request_id(), code)
         reason = "request head too large" if self._too_large else "invalid HTTP request"
         _audit_unparsed(self.app, denial, reason, "-", self.url, self.client)
-        self.transport.write(_closing_answer(denial))
-        self.transport.close()
+        answer = _closing_answer(denial)
+        cycle = self.cycle
+        if cycle is not None and not self._in_head and not cycle.response_complete:
+            # Refused in its body: the request is this cycle's, whose app gets
+            # no more of it and whose answer is this refusal.
+            if self.pipeline and self.pipeline[0][0] is cycle:
+                self.pipeline.popleft()  # queued: it never starts
+            else:  # running: nothing before it is in flight
+                cycle.disconnected = True
+                cycle.message_event.set()
+                self._close_with(answer)
+                return
+        elif cycle is None or cycle.response_complete:
+            self._close_with(answer)  # nothing before it is in flight
+            return
+        self._refusal = answer
+        self.flow.pause_reading()
+        self._head_deadline.cancel()
+
+    def _close_with(self, answer: bytes) -> None:
+        """Send the closing ``answer``, then close without losing it: a socket
+        closed with unread bytes from the client resets the connection, and the
+        client's system may drop the answer with it. So the sending side is
+        shut first, and what the client still sends is read and dropped until
+        it closes, for at most ``_LINGER_SECONDS`` (RFC 9112 §9.6)."""
+        self._refusal = answer  # nothing more is parsed
+        self._writer.flush()
+        transport = self.transport
+        transport.write(answer)
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        self._head_deadline.cancel()
+        self._idle_deadline.cancel()
+        self.loop.call_later(_LINGER_SECONDS, transport.close)
+        if self.flow.read_paused:
+            self.flow.resume_reading()
 
     def _head_timed_out(self) -> None:
         if self.cycle is not None and not self.cycle.response_complete:
