@@ -49,6 +49,12 @@ kind = "page"
 authenticate = ["session"]
 require.roles = ["admin"]
 login_url = "/login"
+
+[[rules]]
+id = "limited"
+match = "/api/limited/**"
+public = true
+rate_limit = "1000/second per ip"
 """
 
 

@@ -146,6 +146,9 @@ SPOOFED = [
     ("X-User-Role", "admin"),
     ("X_USER_ROLE", "admin"),
     *((name, "root") for name in sorted(WELL_KNOWN_IDENTITY | METHOD_OVERRIDE)),
+    # The "_" spellings, which apps that fold "_" into "-" read as the real ones.
+    *((name.replace("-", "_"), "root") for name in sorted(WELL_KNOWN_IDENTITY | METHOD_OVERRIDE)),
+    ("X-Forwarded_Email", "root@example.com"),
 ]
 
 
@@ -170,6 +173,55 @@ def test_client_identity_headers_never_reach_the_app(stack: Stack) -> None:
         assert received(record, name) in ([], [""]), name
     for name in WELL_KNOWN_IDENTITY | METHOD_OVERRIDE:
         assert received(record, name) == [], name
+
+
+def test_client_forwarding_headers_never_reach_the_app(stack: Stack) -> None:
+    """Forwarded, X-Real-IP and a client's X-Forwarded-For chain stop at the
+    gateway: the app learns the client from the gateway only."""
+    record = stack.app_saw(
+        "GET",
+        "/public/x",
+        [
+            ("Forwarded", "for=203.0.113.9;proto=https"),
+            ("X-Real-IP", "203.0.113.9"),
+            ("X-Forwarded-For", "203.0.113.9"),
+        ],
+    )
+    assert received(record, "forwarded") == []
+    assert received(record, "x-real-ip") == []
+    assert not any("203.0.113.9" in value for value in received(record, "x-forwarded-for"))
+
+
+def test_only_websocket_handshakes_are_upgraded(stack: Stack) -> None:
+    """An Upgrade other than a WebSocket handshake (h2c, or websocket without
+    its key) never reaches the app: an app answering 101 would open a tunnel
+    past every later decision on the connection."""
+    for upgrade in (
+        [
+            ("Connection", "Upgrade, HTTP2-Settings"),
+            ("Upgrade", "h2c"),
+            ("HTTP2-Settings", "AAMAAABk"),
+        ],
+        [("Connection", "Upgrade"), ("Upgrade", "websocket")],
+    ):
+        record = stack.app_saw("GET", "/public/x", upgrade)
+        assert record["type"] == "http"
+        assert received(record, "upgrade") == [], upgrade
+        assert all("upgrade" not in v.lower() for v in received(record, "connection")), upgrade
+
+
+def test_another_dialects_headers_from_the_client_do_not_refuse_it(stack: Stack) -> None:
+    """A client (or a proxy before the gateway) sending the other dialect's
+    request-line headers is decided like any: the gateway drops them before
+    asking edgeauth, which would refuse them as 403 untrusted_peer."""
+    for name, value in (
+        ("X-Original-URI", "/public/x"),
+        ("X-Original-Method", "GET"),
+        ("X-Forwarded-Uri", "/public/x"),
+        ("X-Forwarded-Method", "GET"),
+    ):
+        reply = stack.request("GET", "/public/x", [(name, value)])
+        assert reply.status == 200, (name, reply.body)
 
 
 def test_a_client_cannot_name_the_path_that_is_decided(stack: Stack) -> None:
@@ -340,6 +392,14 @@ async def test_preflight_is_granted_at_the_edge(stack: Stack) -> None:
     assert len(stack.echo.seen) == seen
 
 
+def test_preflight_on_a_rule_without_cors_reaches_the_app(stack: Stack) -> None:
+    """A preflight to a rule without cors is not edgeauth's to answer: decided
+    as the OPTIONS request it is (here public), it reaches the app."""
+    record = stack.app_saw("OPTIONS", "/public/x", PREFLIGHT)
+    assert record["method"] == "OPTIONS"
+    assert received(record, "x-edgeauth-withheld") == []
+
+
 def test_preflight_from_an_unlisted_origin_is_refused(stack: Stack) -> None:
     """An unlisted origin gets 403 JSON without any CORS header; the app never sees it."""
     seen = len(stack.echo.seen)
@@ -362,6 +422,19 @@ def test_nginx_gives_cors_headers_to_allowed_responses(nginx: Stack) -> None:
     assert reply.status == 200
     assert reply.header_all("access-control-allow-origin") == ["https://app.example.com"]
     assert reply.header_all("access-control-allow-credentials") == ["true"]
+
+
+def test_nginx_gives_the_rate_limit_to_allowed_responses(nginx: Stack) -> None:
+    """A rate-limited rule's RateLimit-* fields are on its allowed answers
+    too, and a CORS rule's Vary: Origin on the app's."""
+    reply = nginx.request("GET", "/api/limited/x")
+    assert reply.status == 200
+    assert reply.header("ratelimit-limit") == "1000"
+    assert reply.header("ratelimit-remaining") is not None
+    reply = nginx.request(
+        "GET", "/api/v1/x", [("X-Api-Key", API_KEY), ("Origin", "https://app.example.com")]
+    )
+    assert "Origin" in reply.header_all("vary")
 
 
 # WebSocket ----------------------------------------------------------
