@@ -214,6 +214,17 @@ CASES: tuple[Case, ...] = (
         upstream_has={"x-user-id": "svc-reporting", "cookie": "theme=dark"},
         upstream_lacks=("authorization",),
     ),
+    # A credential header in a spelling edgeauth does not read never reaches
+    # the app, which may fold "_" into "-" and read it as the real one.
+    Case(
+        "misspelled-api-key-header-stripped",
+        b"/api/v1/reports",
+        200,
+        headers=(("x-api-key", API_KEY), ("x_api_key", API_KEY), ("X-Api_Key", API_KEY)),
+        forwarded=True,
+        upstream_has={"x-user-id": "svc-reporting"},
+        upstream_lacks=("x-api-key", "x_api_key", "x-api_key"),
+    ),
     Case(
         "bad-api-key",
         b"/api/v1/reports",

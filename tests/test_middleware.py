@@ -896,6 +896,14 @@ async def test_no_credential_but_the_identitys_reaches_the_app(tmp_path: Path) -
     assert seen["cookie"] == [f"session={token}"]
     assert "x-api-key" not in seen
     r = await call(
+        app,
+        raw_path=b"/api/v1/x",
+        headers=[("cookie", f"session={token}"), ("x_api_key", API_KEY)],
+    )
+    seen = seen_headers(r.json())
+    assert seen["x-user-id"] == ["alice"]
+    assert not {"x-api-key", "x_api_key"} & set(seen)  # not read, and not passed on either
+    r = await call(
         guarded(tmp_path),
         raw_path=b"/api/v1/x",
         headers=[("cookie", f"session={token}; theme=dark"), ("x-api-key", API_KEY)],

@@ -293,13 +293,16 @@ class _Builder:
             self.issue(("rules",), "expected at least one [[rules]] table")
             rules = []
         server = self._server(server_m) if server_m else ServerSettings()
-        identity = self._identity(identity_m or _Identity())
         cache = TokenCache(cache_m.tokens) if cache_m.tokens > 0 else None
         authenticators: dict[str, Authenticator] = {}
         for aid, table in tables.items():
             built = self._authenticator(aid, table, cache)
             if built is not None:
                 authenticators[aid] = built
+        credential_headers = {
+            s.name for a in authenticators.values() for s in a.sources if s.kind == "header"
+        }
+        identity = self._identity(identity_m or _Identity(), credential_headers)
         matchers = []
         models: list[tuple[int, _Rule]] = []
         for i, table in enumerate(rules):
@@ -486,7 +489,7 @@ class _Builder:
             path=fa.path.rstrip("/") or "/", dialect=fa.dialect, trusted=trusted
         )
 
-    def _identity(self, ident: _Identity) -> IdentityHeaders:
+    def _identity(self, ident: _Identity, credential_headers: set[str]) -> IdentityHeaders:
         fields: list[HeaderField] = []
         seen: set[str] = set()
         for name, spec in (
@@ -508,7 +511,7 @@ class _Builder:
                 validate_header_name(name, "be stripped")
             except ValueError as exc:
                 self.issue(("identity", "strip", i), str(exc))
-        return IdentityHeaders(fields, ident.strip)
+        return IdentityHeaders(fields, ident.strip, credential_headers)
 
     def _authenticator_model(self, aid: str, table: Any) -> _Jwt | _ApiKey | None:
         loc: Loc = ("authenticators", aid)

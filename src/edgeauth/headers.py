@@ -167,8 +167,15 @@ class IdentityHeaders:
         self,
         fields: Sequence[HeaderField],
         extra_strip: Iterable[str] = (),
+        credential_headers: Iterable[str] = (),
     ) -> None:
         self.fields = tuple(fields)
+        self.credential_misspelled = frozenset(
+            normalize_name(n).encode("latin-1") for n in credential_headers
+        )
+        """Header names authenticators read (X-Api-Key): spelled otherwise
+        (X_Api_Key), edgeauth does not read them but an app that folds '_'
+        into '-' would, so they are stripped like identity headers."""
         self.stripped = frozenset(
             {
                 *(normalize_name(f.name) for f in self.fields),
@@ -200,9 +207,13 @@ class IdentityHeaders:
         key = name.lower()
         norm = key.replace(b"_", b"-")
         text = key.decode("latin-1")
-        trusted = None if norm in self.stripped_bytes else text
+        if norm != key and norm in self.credential_misspelled:
+            text = ""  # a credential header in a spelling edgeauth does not read
+        trusted = None if norm in self.stripped_bytes or not text else text
         untrusted = (
-            None if norm in self.stripped_untrusted or norm.startswith(UNTRUSTED_PREFIXES) else text
+            None
+            if not text or norm in self.stripped_untrusted or norm.startswith(UNTRUSTED_PREFIXES)
+            else text
         )
         if len(name) <= _MEMO_NAME_BYTES:
             remember(self.keys[0], name, trusted or "")
