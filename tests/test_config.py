@@ -310,6 +310,11 @@ def test_keys_file_errors_are_reported_through_the_policy(tmp_path: Path) -> Non
         ('upstream = "http://127.0.0.1:3000/?a=b"', "server.upstream"),
         ('upstream = "http://127.0.0.1:3000/#f"', "server.upstream"),
         ('upstream = "http://127.0.0.1:99999"', "server.upstream"),
+        ('upstream = "http://[::1:3000"', "server.upstream"),
+        ('upstream = "http://127.0.0.1:"', "server.upstream"),
+        ('upstream = "http://exa mple.com:3000"', "server.upstream"),
+        ('public_origin = "https://[::1"', "server.public_origin"),
+        ('listen = "127.0.0.1:²"', "server.listen"),
         ('listen = "nonsense"', "server.listen"),
         ('listen = "127.0.0.1:99999"', "server.listen"),
         ('tls_cert = "c.pem"', "server.tls_cert"),
@@ -469,3 +474,34 @@ def test_schema_errors_read_like_the_others_in_file_order(tmp_path: Path) -> Non
         ("rules[0].cors.max_age", 9, "expected at least 0, got -1"),
         ("rules[1].rate_limit", 14, "expected a string or a list"),
     ]
+
+
+def test_a_list_with_one_wrong_item_names_the_item(tmp_path: Path) -> None:
+    """Of a key that takes a string or a list, a list with a wrong item is
+    reported at the item, not as "expected a string"."""
+    text = """\
+        [[rules]]
+        match = ["/a", 5]
+        public = true
+        rate_limit = [5]
+        """
+    assert errors_of(tmp_path, text) == [
+        ("rules[0].match[1]", 2, "expected a string"),
+        ("rules[0].rate_limit[0]", 4, "expected a string"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "upstream",
+    [
+        "http://127.0.0.1:3000",
+        "http://127.0.0.1:3000/prefix",
+        "https://[::1]:8443",
+        "http://my_app:3000",
+        "http://app.internal.:80",
+    ],
+)
+def test_upstreams_that_load(tmp_path: Path, upstream: str) -> None:
+    """Host names (with '_', as container names have), IPv6 and a path prefix load."""
+    text = f'[server]\nupstream = "{upstream}"\n\n[[rules]]\nmatch = "/**"\npublic = true\n'
+    assert load_policy(write_policy(tmp_path, text), environ={}).server.upstream == upstream

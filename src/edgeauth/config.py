@@ -21,7 +21,7 @@ import tomllib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -251,15 +251,25 @@ class _Builder:
             # type, each under the type's name (``match.str``): one issue per
             # key of the file, its expectations joined.
             expected: dict[Loc, list[str]] = {}
+            unions: set[Loc] = set()  # where a union's member names were dropped
             for err in exc.errors():
                 where = tuple(err["loc"])
                 if err["type"] != "missing":
-                    where = _within(data, where)
+                    inside = _within(data, where)
+                    if len(inside) < len(where):
+                        unions.add(inside)
+                    where = inside
                 message = _explain(err)
                 seen = expected.setdefault(where, [])
                 if message not in seen:
                     seen.append(message)
             for where, messages in expected.items():
+                # A member that got further into the value (a list with one
+                # wrong item) says more than the others ("expected a string").
+                if where in unions and any(
+                    len(other) > len(where) and other[: len(where)] == where for other in expected
+                ):
+                    continue
                 self.issue((*loc, *where), _joined(messages))
             return None
 
@@ -770,7 +780,7 @@ def parse_listen(listen: str) -> tuple[str, int]:
     host, sep, port = listen.rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or int(port) > 65535:
         raise ValueError(f"expected host:port, got {listen!r}")
     return host, int(port)
 
@@ -779,12 +789,12 @@ def _upstream_problem(url: str) -> str | None:
     """What is wrong with ``[server] upstream``, if anything: the request's
     path and query are appended to it, so it is a scheme, a host, an optional
     port and an optional path prefix, nothing else."""
-    parts = urlsplit(url)
     try:
+        parts = urlsplit(url)
         parts.port  # noqa: B018 - raises for a port that is not one
     except ValueError:
-        return f"expected a port from 0 to 65535 in {url!r}"
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"expected an http:// or https:// URL with a port from 0 to 65535, got {url!r}"
+    if parts.scheme not in ("http", "https") or not _is_host(parts):
         return "expected an http:// or https:// URL"
     if "@" in parts.netloc:
         return "expected no user:password@ in the URL: edgeauth sends the upstream no credentials"
@@ -829,14 +839,14 @@ def _origin_problem(value: str) -> str | None:
     """What keeps ``value`` from being an origin as browsers send it
     (``scheme://host[:port]``, lower case), if anything."""
     expected = f"expected an origin like 'https://app.example.com', got {value!r}"
-    parts = urlsplit(value)
     try:
+        parts = urlsplit(value)
         port = parts.port
-    except ValueError:  # not a port number
+    except ValueError:  # not a port number, an unclosed [
         return expected
     if not (
         parts.scheme in ("http", "https")
-        and bool(parts.hostname)
+        and _is_host(parts)
         and parts.path == ""
         and "?" not in value
         and "#" not in value
@@ -854,6 +864,26 @@ def _origin_problem(value: str) -> str | None:
 
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _is_host(parts: SplitResult) -> bool:
+    """A host name or an IP address, and a port if the URL has a ':' for one."""
+    host = parts.hostname or ""
+    if parts.netloc.endswith(":"):
+        return False  # an empty port
+    if ":" in host:  # IPv6, written in brackets
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return False
+        return True
+    return bool(_HOST_NAME.fullmatch(host))
+
+
+# Labels of letters, digits, '-' and '_' (container and service names have them).
+_HOST_NAME = re.compile(
+    r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?)*\.?"
+)
 
 
 def _is_login_url(value: str) -> bool:
@@ -888,16 +918,18 @@ _PYDANTIC_MESSAGES: dict[str, Callable[[Any], str]] = {
 
 
 def _within(data: Any, loc: Loc) -> Loc:
-    """The part of ``loc`` that names keys and items of ``data`` (the rest
-    names a union's member types, not anything in the file)."""
+    """``loc`` without what names no key or item of ``data``: the names of a
+    union's member types (``match.str``, ``match["list[str]"][1]``), which are
+    nothing in the file."""
     node = data
-    for i, part in enumerate(loc):
+    inside: list[str | int] = []
+    for part in loc:
         in_table = isinstance(node, dict) and part in node
         in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
-        if not (in_table or in_list):
-            return loc[:i]
-        node = node[part]
-    return loc
+        if in_table or in_list:
+            node = node[part]
+            inside.append(part)
+    return tuple(inside)
 
 
 def _joined(messages: list[str]) -> str:
