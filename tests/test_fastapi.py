@@ -9,7 +9,7 @@ import httpx
 import pytest
 from fastapi import Depends, FastAPI, Request
 
-from edgeauth import EdgeAuth, Identity, load_policy
+from edgeauth import EdgeAuth, Identity, IdentityRequired, load_policy
 from edgeauth.fastapi import current_identity, optional_identity
 
 from .helpers import SEED_POLICY, RecordingAudit, session_token, write_policy
@@ -137,3 +137,28 @@ async def test_streamed_body_over_max_body_is_413_json_even_when_wrapping_fastap
         assert audit.events[-1]["code"] == "payload_too_large"
         r = await c.post("/api/login", content=b"short")
         assert r.json() == {"length": 5}
+
+
+async def test_identity_required_on_a_cors_rule_carries_its_cors_headers(tmp_path: Path) -> None:
+    """The 401 for a route that needs an identity, on a public rule with cors,
+    carries the rule's CORS headers (browser code can read it) and is audited
+    under the rule."""
+
+    async def needs_identity(scope: dict[str, object], receive: object, send: object) -> None:
+        raise IdentityRequired
+
+    policy = SEED_POLICY.replace(
+        'match = ["/", "/login", "/public/**"]',
+        'match = ["/", "/login", "/public/**"]\ncors = { origins = ["https://app.example.com"] }',
+    )
+    audit = RecordingAudit()
+    app = EdgeAuth(needs_identity, policy=load_policy(write_policy(tmp_path, policy)), audit=audit)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://app.test") as client:
+        r = await client.get("/public/me", headers={"origin": "https://app.example.com"})
+    assert r.status_code == 401
+    assert r.json()["code"] == "missing_credentials"
+    assert r.headers["access-control-allow-origin"] == "https://app.example.com"
+    assert r.headers["www-authenticate"] == 'Bearer realm="edgeauth"'
+    [event] = audit.events
+    assert (event["rule"], event["reason"]) == ("public", "the app requires an identity")

@@ -44,6 +44,8 @@ from .responses import Rendered, render_denial
 __all__ = ["ASGIApp", "EdgeAuth", "IdentityRequired"]
 
 
+_IDENTITY_REQUIRED = "the app requires an identity"  # the audit event's reason
+
 log = logging.getLogger("edgeauth")
 
 
@@ -219,7 +221,12 @@ class EdgeAuth:
         except IdentityRequired:
             if started:
                 raise
-            await send_rendered(scope, send, self._identity_required(inner, allow.request_id))
+            # With the rule's CORS and RateLimit-* fields, like its other answers.
+            denial = json_denial(
+                Code.MISSING_CREDENTIALS, allow.request_id, allow.rule_id, allow.response_headers
+            )
+            self.engine.report(view, denial, _IDENTITY_REQUIRED, allow.identity)
+            await send_rendered(scope, send, render_denial(denial, view.method))
         except Exception:
             if not responded:
                 raise
@@ -229,7 +236,7 @@ class EdgeAuth:
         """The 401 for an app that needs an identity the request has not got
         (:func:`edgeauth.fastapi.current_identity`), audited as a denial."""
         denial = json_denial(Code.MISSING_CREDENTIALS, request_id)
-        refuse(inner, self.engine.report, denial, "the app requires an identity")
+        refuse(inner, self.engine.report, denial, _IDENTITY_REQUIRED)
         return render_denial(denial, inner.get("method", "GET"))
 
     async def _starlette_identity_required(self, request: Any, exc: Exception) -> Any:

@@ -652,10 +652,13 @@ class Engine:
             log.exception("audit sink failed for request %s", outcome.request_id)
 
 
-def json_denial(code: Code, rid: str) -> Denial:
-    """A JSON denial a front-end answers itself, outside any rule's decision,
-    with its code's challenge (``WWW-Authenticate``), if any."""
-    return _denial(code, rid, None, False, ())
+def json_denial(
+    code: Code, rid: str, rule_id: str | None = None, headers: tuple[Header, ...] = ()
+) -> Denial:
+    """A JSON denial a front-end answers itself, after the decision (of
+    ``rule_id``, if known), with its code's challenge (``WWW-Authenticate``),
+    if any, then ``headers`` (the rule's CORS and RateLimit-* fields)."""
+    return _denial(code, rid, rule_id, False, headers)
 
 
 def _denial(
