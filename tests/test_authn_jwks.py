@@ -140,6 +140,24 @@ async def test_unknown_kids_do_not_amplify_fetches(
     assert server.fetches == 3
 
 
+async def test_an_unknown_kid_when_a_fetch_is_due_fetches_once(
+    server: JwksServer, remote: Remote, clock: FakeClock
+) -> None:
+    """A request that finds the regular fetch due and its kid unknown fetches
+    the key set once, not once more to look for the kid."""
+    jwks = remote(cooldown=30, default_ttl=60, ttl_min=60)
+    await jwks.key_for("k1", "RS256", NOW)
+    clock.advance(61)
+    with pytest.raises(InvalidCredentials):
+        await jwks.key_for("bogus", "RS256", NOW)
+    assert server.fetches == 2
+    server.status = 500
+    clock.advance(61)
+    with pytest.raises(AuthUnavailable):
+        await jwks.key_for("bogus-2", "RS256", NOW)
+    assert server.fetches == 3
+
+
 async def test_outage_with_a_warm_cache_serves_stale_keys(
     server: JwksServer, remote: Remote, clock: FakeClock
 ) -> None:

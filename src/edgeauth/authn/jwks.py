@@ -102,11 +102,16 @@ class RemoteJwks:
         Raises InvalidCredentials when no key matches, AuthUnavailable when the
         key set cannot be obtained.
         """
-        if self._clock() >= self._next_fetch:
+        fetched = self._clock() >= self._next_fetch
+        if fetched:
             await self._fetch()
         if self._keys is None:
             raise AuthUnavailable("JWKS cannot be fetched and no keys are cached")
-        found = self._keys.find(kid, alg) or await self._find_after_refresh(kid, alg)
+        found = self._keys.find(kid, alg)
+        if found is None:
+            if fetched:  # the key set was just asked for: asking again says nothing new
+                self._raise_no_key()
+            found = await self._find_after_refresh(kid, alg)
         return found.key, found.tag
 
     def key_valid(self, tag: object) -> bool:
