@@ -505,3 +505,30 @@ def test_upstreams_that_load(tmp_path: Path, upstream: str) -> None:
     """Host names (with '_', as container names have), IPv6 and a path prefix load."""
     text = f'[server]\nupstream = "{upstream}"\n\n[[rules]]\nmatch = "/**"\npublic = true\n'
     assert load_policy(write_policy(tmp_path, text), environ={}).server.upstream == upstream
+
+
+@pytest.mark.parametrize(
+    ("url", "loads"),
+    [
+        ("https://idp.example/jwks.json", True),
+        ("http://127.0.0.1:8080/jwks.json", True),
+        ("http://127.0.0.2:8080/jwks.json", True),
+        ("http://[::1]:8080/jwks.json", True),
+        ("http://localhost:8080/jwks.json", True),
+        ("http://idp.example/jwks.json", False),
+        ("http://10.0.0.1/jwks.json", False),
+    ],
+)
+def test_jwks_url_is_https_or_loopback(tmp_path: Path, url: str, loads: bool) -> None:
+    """A key set is fetched over https, or over http from a loopback address
+    (127.0.0.0/8, ::1, localhost) only."""
+    text = (
+        f'[authenticators.idp]\ntype = "jwt"\nfrom = "bearer"\nalgorithms = ["RS256"]\n'
+        f'jwks_url = "{url}"\nissuer = "i"\naudience = "a"\n\n'
+        '[[rules]]\nmatch = "/**"\nauthenticate = ["idp"]\n'
+    )
+    if loads:
+        load_policy(write_policy(tmp_path, text), environ={})
+    else:
+        [(location, _, message)] = errors_of(tmp_path, text)
+        assert location == "authenticators.idp.jwks_url" and "https://" in message

@@ -828,11 +828,19 @@ def _claim_ref(value: str | list[str] | None) -> str | tuple[str, ...] | None:
 
 def _check_jwks_url(url: str) -> None:
     parts = urlsplit(url)
-    loopback = parts.hostname in ("localhost", "127.0.0.1", "::1")
+    loopback = parts.hostname == "localhost" or _is_loopback(parts.hostname or "")
     if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
         raise ValueError("expected an https:// URL (http:// only for a loopback address)")
     if not parts.hostname:
         raise ValueError("expected a URL with a host")
+
+
+def _is_loopback(host: str) -> bool:
+    """127.0.0.0/8 or ::1."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _origin_problem(value: str) -> str | None:
