@@ -51,7 +51,7 @@ require.roles = ["admin"]
 login_url = "/login"
 
 [[rules]]
-id = "limited"
+id = "rated"
 match = "/api/limited/**"
 public = true
 rate_limit = "1000/second per ip"
