@@ -432,11 +432,13 @@ class Engine:
         # The app gets no credential but the one the identity came from (and
         # not that one either unless its authenticator forwards it): another
         # credential in a place the rule reads may be someone else's.
-        used = credentials[source]
+        withheld: tuple[str, ...] = ()
         forwards = self.policy.authenticators[identity.authenticator].forward_credential
-        withheld = tuple(
-            s.place for s, value in credentials.items() if not forwards or value != used
-        )
+        if not forwards or len(credentials) > 1:
+            used = credentials[source]
+            withheld = tuple(
+                s.place for s, value in credentials.items() if not forwards or value != used
+            )
         return Allow(
             rid,
             rule.id,
