@@ -794,6 +794,83 @@ def test_requests_pipelined_before_a_refused_one_are_answered_first(
     ]
 
 
+def _answers(data: bytes) -> list[tuple[bytes, bytes]]:
+    """(status, body) of each answer in ``data``, by Content-Length."""
+    answers = []
+    while data:
+        head, _, rest = data.partition(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        answers.append((head.split(b" ")[1], rest[:length]))
+        data = rest[length:]
+    return answers
+
+
+@pytest.mark.parametrize("refused", [b"host: a\r\nhost: b\r\n", b""], ids=["two-hosts", "no-host"])
+def test_a_head_refused_behind_a_running_request_waits_for_its_answer(
+    echo: tuple[servers.Process, servers.Process], refused: bytes
+) -> None:
+    """A head refused for its Host fields (checked when the head is complete)
+    behind a request still being answered, and behind one still queued, is
+    refused after their answers: they are neither cut off nor dropped."""
+    ea, upstream = echo
+    slow = b"POST /public/slow?s=0.3 HTTP/1.1\r\nhost: app.test\r\ncontent-length: 5\r\n\r\nhello"
+    queued = b"GET /public/queued HTTP/1.1\r\nhost: app.test\r\n\r\n"
+    bad = b"GET /public/bad HTTP/1.1\r\n" + refused + b"\r\n"
+    servers.upstream_log(upstream)
+    with socket.create_connection(("127.0.0.1", ea.port), timeout=10) as s:
+        s.sendall(slow)
+        time.sleep(0.1)  # the POST is running
+        s.sendall(queued + bad)
+        data = servers.read_all(s)
+    answers = _answers(data)
+    assert [status for status, _ in answers] == [b"200", b"200", b"400"]
+    assert json.loads(answers[1][1])["raw_path"] == "/public/queued"
+    assert [r["raw_path"] for r in servers.upstream_log(upstream)] == [
+        "/public/slow",
+        "/public/queued",
+    ]
+
+
+def test_a_body_refused_after_expect_100_continue_logs_no_error(
+    echo: tuple[servers.Process, servers.Process],
+) -> None:
+    """A chunked body refused while the client waits for 100 Continue gets the
+    400 and a closed connection, and the server writes nothing after it (no
+    'write after write_eof' error in its log)."""
+    ea, _ = echo
+    request = (
+        b"POST /public/c HTTP/1.1\r\nhost: app.test\r\nexpect: 100-continue\r\n"
+        b"transfer-encoding: chunked\r\n\r\n5\r\nhello\r\nZZZ\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", ea.port), timeout=10) as s:
+        s.sendall(request)
+        data = servers.read_all(s)  # until the server ends its side
+        time.sleep(0.3)  # the connection stays open: the app's leftovers would write now
+    assert data.count(b"HTTP/1.1 ") == 1 and data.startswith(b"HTTP/1.1 400"), data[:200]
+    assert "write_eof" not in ea.output() and "Traceback" not in ea.output()
+
+
+def test_a_client_that_half_closes_gets_every_answer(
+    echo: tuple[servers.Process, servers.Process],
+) -> None:
+    """A client that sends its requests and then shuts its sending side
+    (SHUT_WR) still gets every answer, in order, before the connection closes;
+    with a refused one last, the refusal too."""
+    ea, _ = echo
+    slow = b"GET /public/slow?s=0.2 HTTP/1.1\r\nhost: app.test\r\n\r\n"
+    second = b"GET /public/b HTTP/1.1\r\nhost: app.test\r\n\r\n"
+    for tail, statuses in ((b"", [b"200", b"200"]), (b"GARBAGE\r\n\r\n", [b"200", b"200", b"400"])):
+        with socket.create_connection(("127.0.0.1", ea.port), timeout=10) as s:
+            s.sendall(slow + second + tail)
+            s.shutdown(socket.SHUT_WR)
+            data = servers.read_all(s)
+        assert [status for status, _ in _answers(data)] == statuses, data[:300]
+
+
 def test_head_timeout_counts_from_each_head_on_a_kept_alive_connection(
     echo: tuple[servers.Process, servers.Process],
 ) -> None:

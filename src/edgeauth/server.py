@@ -209,11 +209,15 @@ class _CoalescingTransport(asyncio.Transport):
         self.held: bytes | None = None
         """The head of the response being written, until its first body part."""
         self._fresh = True  # the next write starts a response
+        self.ended = False
+        """The connection's last bytes are written (a refusal): nothing more goes out."""
 
     def next_response(self) -> None:
         self._fresh = True
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self.ended:
+            return
         held = self.held
         if held is not None:
             self.held = None
@@ -389,6 +393,10 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         # The closing answer to a request the parser refused, held while
         # requests pipelined before it are still being answered.
         self._refusal: bytes | None = None
+        # The cycle of the request whose body is being read, if one is.
+        self._body_of: RequestResponseCycle | None = None
+        self._lingering = False  # the last answer is out; reading to drop
+        self._client_done = False  # the client has sent all it will (EOF)
         self.url = b""  # uvicorn sets it when a request begins
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -522,6 +530,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         if self.cycle is not previous:  # a request, not an upgrade
             self.cycle.transport = self._writer
+            self._body_of = self.cycle
 
     def _lane_takes(self) -> bool:
         """Is this head a forward-auth request to answer from the protocol?
@@ -660,12 +669,15 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         self._idle_deadline.at = None
-        if self._refusal is not None:  # nothing more is read: answer what was
+        if self._refusal is not None or self._client_done:  # nothing more is read
             if self.pipeline:
                 cycle, app = self.pipeline.pop()
                 self._start_asgi_task(cycle, app)
-            else:
+            elif self._refusal is not None:
                 self._close_with(self._refusal)
+            else:
+                self._writer.flush()
+                self.transport.close()
             return
         if self.flow.read_paused:
             self.flow.resume_reading()
@@ -687,6 +699,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         self._in_head = True
         self._pending = 0
+        self._body_of = None
         request = self._lane_request
         if request is not None:
             self._lane_request = None
@@ -704,44 +717,71 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         denial = Denial(new_request_id(), code)
         reason = "request head too large" if self._too_large else "invalid HTTP request"
         _audit_unparsed(self.app, denial, reason, "-", self.url, self.client)
-        answer = _closing_answer(denial)
-        cycle = self.cycle
-        if cycle is not None and not self._in_head and not cycle.response_complete:
-            # Refused in its body: the request is this cycle's, whose app gets
-            # no more of it and whose answer is this refusal.
-            if self.pipeline and self.pipeline[0][0] is cycle:
-                self.pipeline.popleft()  # queued: it never starts
-            else:  # running: nothing before it is in flight
-                cycle.disconnected = True
-                cycle.message_event.set()
-                self._close_with(answer)
+        answer: bytes | None = _closing_answer(denial)
+        refused = self._body_of  # refused in its body: this request's
+        self._body_of = None
+        if refused is not None:
+            if self.pipeline and self.pipeline[0][0] is refused:
+                self.pipeline.popleft()  # queued: it never starts, the others go on
+                self._hold(answer)
                 return
-        elif cycle is None or cycle.response_complete:
-            self._close_with(answer)  # nothing before it is in flight
+            # Running, so nothing before it is in flight. Its app gets no more
+            # of it; and if it has begun to answer, that answer is the only
+            # one the client gets (cut short if unfinished), never a second.
+            if refused.response_started:
+                answer = None
+            refused.waiting_for_100_continue = False
+            refused.disconnected = True
+            refused.message_event.set()
+            self._close_with(answer)
             return
-        self._refusal = answer
+        if self._in_flight():
+            self._hold(answer)
+            return
+        self._close_with(answer)
+
+    def _in_flight(self) -> bool:
+        """Is an answer unfinished, or a request waiting for its turn?"""
+        cycle = self.cycle
+        return bool(self.pipeline) or (cycle is not None and not cycle.response_complete)
+
+    def _hold(self, answer: bytes | None) -> None:
+        """Keep ``answer`` until the requests before it are answered; read no more."""
+        self._refusal = answer or b""
         self.flow.pause_reading()
         self._head_deadline.cancel()
 
-    def _close_with(self, answer: bytes) -> None:
+    def _close_with(self, answer: bytes | None) -> None:
         """Send the closing ``answer``, then close without losing it: a socket
         closed with unread bytes from the client resets the connection, and the
         client's system may drop the answer with it. So the sending side is
         shut first, and what the client still sends is read and dropped until
         it closes, for at most ``_LINGER_SECONDS`` (RFC 9112 §9.6)."""
-        self._refusal = answer  # nothing more is parsed
+        self._refusal = answer or b""  # nothing more is parsed
         self._writer.flush()
+        self._writer.ended = True
         transport = self.transport
-        transport.write(answer)
-        if not transport.can_write_eof():
+        if answer:
+            transport.write(answer)
+        if self._client_done or not transport.can_write_eof():
             transport.close()
             return
         transport.write_eof()
+        self._lingering = True
         self._head_deadline.cancel()
         self._idle_deadline.cancel()
         self.loop.call_later(_LINGER_SECONDS, transport.close)
         if self.flow.read_paused:
             self.flow.resume_reading()
+
+    def eof_received(self) -> bool | None:  # type: ignore[override]  # asyncio.Protocol allows it
+        """The client has sent all it will (a half-close): the requests it
+        sent are still answered, then the connection closes (uvicorn closes at
+        once, losing them)."""
+        self._client_done = True
+        if self._lingering or not (self._refusal is not None or self._in_flight()):
+            return None  # the transport closes
+        return True  # keep writing; closed after the last answer
 
     def _head_timed_out(self) -> None:
         if self.cycle is not None and not self.cycle.response_complete:
