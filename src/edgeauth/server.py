@@ -396,6 +396,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         # The cycle of the request whose body is being read, if one is.
         self._body_of: RequestResponseCycle | None = None
         self._lingering = False  # the last answer is out; reading to drop
+        self._linger: asyncio.TimerHandle | None = None  # closes a lingering connection
         self._client_done = False  # the client has sent all it will (EOF)
         self.url = b""  # uvicorn sets it when a request begins
 
@@ -407,6 +408,8 @@ class EdgeHttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._head_deadline.cancel()
         self._idle_deadline.cancel()
+        if self._linger is not None:
+            self._linger.cancel()
         super().connection_lost(exc)
 
     # data_received and on_message_begin run for every read and every request:
@@ -770,7 +773,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         self._lingering = True
         self._head_deadline.cancel()
         self._idle_deadline.cancel()
-        self.loop.call_later(_LINGER_SECONDS, transport.close)
+        self._linger = self.loop.call_later(_LINGER_SECONDS, transport.close)
         if self.flow.read_paused:
             self.flow.resume_reading()
 
