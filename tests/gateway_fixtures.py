@@ -51,6 +51,12 @@ require.roles = ["admin"]
 login_url = "/login"
 
 [[rules]]
+id = "once"
+match = "/api/once/**"
+public = true
+rate_limit = "1/hour per ip"
+
+[[rules]]
 id = "rated"
 match = "/api/limited/**"
 public = true

@@ -400,6 +400,15 @@ def test_preflight_on_a_rule_without_cors_reaches_the_app(stack: Stack) -> None:
     assert received(record, "x-edgeauth-withheld") == []
 
 
+def test_a_preflight_decided_as_options_is_decided_once(stack: Stack) -> None:
+    """The gateway asks edgeauth once for it: on a rule allowing one request
+    an hour, the preflight-shaped OPTIONS reaches the app (a second decision
+    would be the 429)."""
+    record = stack.app_saw("OPTIONS", "/api/once/x", PREFLIGHT)
+    assert record["method"] == "OPTIONS"
+    assert stack.request("GET", "/api/once/x").status == 429
+
+
 def test_preflight_from_an_unlisted_origin_is_refused(stack: Stack) -> None:
     """An unlisted origin gets 403 JSON without any CORS header; the app never sees it."""
     seen = len(stack.echo.seen)
