@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 from .forwarded import client_address
 from .model import Allow, Code, Denial, Preflight, RequestView
-from .pipeline import Engine, new_request_id
+from .pipeline import Engine, json_denial, new_request_id
 from .policy import Policy
 from .responses import Rendered, render_denial, render_preflight
 
@@ -307,11 +307,12 @@ async def refuse_allowed(
     close: bool = False,
 ) -> None:
     """Answer an allowed request that cannot go on (its streamed body over
-    ``max_body``, a header the upstream cannot be sent): a denial with the
-    rule's CORS headers, so browser code can read it, audited like the
-    engine's own with the identity the request was allowed with; ``close``
-    asks the client to close the connection."""
-    denial = Denial(allow.request_id, code, allow.rule_id, headers=allow.response_headers)
+    ``max_body``, a header the upstream cannot be sent, an app that needs an
+    identity the request has not got): a denial with its code's challenge and
+    the rule's CORS and RateLimit-* headers, so browser code can read it,
+    audited like the engine's own with the identity the request was allowed
+    with; ``close`` asks the client to close the connection."""
+    denial = json_denial(code, allow.request_id, allow.rule_id, allow.response_headers)
     engine.report(view, denial, reason, allow.identity)
     status, headers, body = render_denial(denial, view.method)
     if close:

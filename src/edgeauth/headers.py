@@ -170,12 +170,12 @@ class IdentityHeaders:
         credential_headers: Iterable[str] = (),
     ) -> None:
         self.fields = tuple(fields)
-        self.credential_misspelled = frozenset(
+        self.credential_names = frozenset(
             normalize_name(n).encode("latin-1") for n in credential_headers
         )
-        """Header names authenticators read (X-Api-Key): spelled otherwise
+        """Header names authenticators read (X-Api-Key). Spelled otherwise
         (X_Api_Key), edgeauth does not read them but an app that folds '_'
-        into '-' would, so they are stripped like identity headers."""
+        into '-' would: they are stripped like identity headers."""
         self.stripped = frozenset(
             {
                 *(normalize_name(f.name) for f in self.fields),
@@ -207,12 +207,11 @@ class IdentityHeaders:
         key = name.lower()
         norm = key.replace(b"_", b"-")
         text = key.decode("latin-1")
-        if norm != key and norm in self.credential_misspelled:
-            text = ""  # a credential header in a spelling edgeauth does not read
-        trusted = None if norm in self.stripped_bytes or not text else text
+        misspelled = norm != key and norm in self.credential_names
+        trusted = None if misspelled or norm in self.stripped_bytes else text
         untrusted = (
             None
-            if not text or norm in self.stripped_untrusted or norm.startswith(UNTRUSTED_PREFIXES)
+            if misspelled or norm in self.stripped_untrusted or norm.startswith(UNTRUSTED_PREFIXES)
             else text
         )
         if len(name) <= _MEMO_NAME_BYTES:

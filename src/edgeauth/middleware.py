@@ -221,12 +221,8 @@ class EdgeAuth:
         except IdentityRequired:
             if started:
                 raise
-            # With the rule's CORS and RateLimit-* fields, like its other answers.
-            denial = json_denial(
-                Code.MISSING_CREDENTIALS, allow.request_id, allow.rule_id, allow.response_headers
-            )
-            self.engine.report(view, denial, _IDENTITY_REQUIRED, allow.identity)
-            await send_rendered(scope, send, render_denial(denial, view.method))
+            code = Code.MISSING_CREDENTIALS  # with the rule's CORS and RateLimit-* fields
+            await refuse_allowed(scope, send, self.engine, view, allow, code, _IDENTITY_REQUIRED)
         except Exception:
             if not responded:
                 raise

@@ -278,10 +278,12 @@ class Engine:
 
     def _route(self, view: RequestView, method: str, host: str) -> tuple[_Route, Rule | None]:
         """The canonical path and the matching rule, remembered (bounded) in
-        ``self._routes`` per (method, host, raw path), which the caller looks in
-        first: both depend on nothing else. BadRequest for an ambiguous path is
-        raised, not remembered."""
+        ``self._routes`` per (method, host, raw path): both depend on nothing
+        else. BadRequest for an ambiguous path is raised, not remembered."""
         key = (method, host, view.raw_path)
+        found = self._routes.get(key)
+        if found is not None:
+            return found
         path = canonicalize(view.raw_path)
         found = (path, path.raw.encode()), self.policy.rules.match(method, host, path.decoded)
         if len(view.raw_path) + len(method) + len(host) <= _ROUTE_MEMO_KEY_CHARS:
@@ -310,14 +312,12 @@ class Engine:
                 method = requested.upper() or method
         try:
             host = _host_name(view.header("host")) if self.policy.rules.needs_host else ""
-            found = self._routes.get((method, host, view.raw_path))
-            (path, raw), rule = found if found is not None else self._route(view, method, host)
+            (path, raw), rule = self._route(view, method, host)
             if preflight and (rule is None or rule.cors is None):
                 # Only a CORS rule answers a preflight. To any other it is the
                 # OPTIONS request it is, matched, decided and forwarded as one.
                 preflight, method = False, view.method
-                found = self._routes.get((method, host, view.raw_path))
-                (path, raw), rule = found if found is not None else self._route(view, method, host)
+                (path, raw), rule = self._route(view, method, host)
         except BadRequest as exc:
             trace.reason = str(exc)
             return Denial(rid, Code.BAD_REQUEST)

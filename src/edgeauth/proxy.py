@@ -44,7 +44,7 @@ from .asgi import (
 from .errors import BadRequest
 from .headers import HOP_BY_HOP
 from .model import Allow, Code, Denial, Header, RequestView
-from .pipeline import Engine
+from .pipeline import Engine, json_denial
 from .policy import Policy
 from .responses import Rendered, render_denial
 
@@ -600,5 +600,6 @@ def _failure(allow: Allow, code: Code, method: str) -> Rendered:
     """A JSON error for an allowed request the upstream failed (502, 504): not
     a denial, so logged rather than audited; it keeps the rule's CORS headers
     so browser code can read it."""
-    denial = Denial(allow.request_id, code, allow.rule_id, headers=allow.response_headers)
-    return render_denial(denial, method)
+    return render_denial(
+        json_denial(code, allow.request_id, allow.rule_id, allow.response_headers), method
+    )

@@ -720,7 +720,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         denial = Denial(new_request_id(), code)
         reason = "request head too large" if self._too_large else "invalid HTTP request"
         _audit_unparsed(self.app, denial, reason, "-", self.url, self.client)
-        answer: bytes | None = _closing_answer(denial)
+        answer = _closing_answer(denial)
         refused = self._body_of  # refused in its body: this request's
         self._body_of = None
         if refused is not None:
@@ -731,12 +731,10 @@ class EdgeHttpProtocol(HttpToolsProtocol):
             # Running, so nothing before it is in flight. Its app gets no more
             # of it; and if it has begun to answer, that answer is the only
             # one the client gets (cut short if unfinished), never a second.
-            if refused.response_started:
-                answer = None
             refused.waiting_for_100_continue = False
             refused.disconnected = True
             refused.message_event.set()
-            self._close_with(answer)
+            self._close_with(None if refused.response_started else answer)
             return
         if self._in_flight():
             self._hold(answer)
@@ -748,9 +746,9 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         cycle = self.cycle
         return bool(self.pipeline) or (cycle is not None and not cycle.response_complete)
 
-    def _hold(self, answer: bytes | None) -> None:
+    def _hold(self, answer: bytes) -> None:
         """Keep ``answer`` until the requests before it are answered; read no more."""
-        self._refusal = answer or b""
+        self._refusal = answer
         self.flow.pause_reading()
         self._head_deadline.cancel()
 
@@ -760,6 +758,8 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         client's system may drop the answer with it. So the sending side is
         shut first, and what the client still sends is read and dropped until
         it closes, for at most ``_LINGER_SECONDS`` (RFC 9112 §9.6)."""
+        if self._writer.ended:
+            return  # closed already
         self._refusal = answer or b""  # nothing more is parsed
         self._writer.flush()
         self._writer.ended = True
