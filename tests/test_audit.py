@@ -545,6 +545,39 @@ async def test_audit_file_fallback_failing_on_one_event_still_gets_the_others(
     sink.close()
 
 
+def test_audit_file_loses_no_event_of_threads_emitting_at_once(tmp_path: Path) -> None:
+    """Threads with a loop each (the lock-free path) and threads without one
+    (writing at once) share a sink: every event is in the file exactly once,
+    each line whole, each thread's events in the order it emitted them."""
+    from edgeauth.audit import FileAuditSink
+
+    path = tmp_path / "audit.log"
+    sink = FileAuditSink(path)
+    per_thread = 3000
+
+    async def emit_in_turns(thread: int) -> None:
+        for n in range(per_thread):
+            sink.emit({"thread": thread, "n": n})
+            if n % 7 == 0:
+                await asyncio.sleep(0)  # the loop's flush runs now and then
+
+    def emit_without_a_loop(thread: int) -> None:
+        for n in range(per_thread):
+            sink.emit({"thread": thread, "n": n})
+
+    threads = [threading.Thread(target=asyncio.run, args=(emit_in_turns(t),)) for t in range(3)]
+    threads += [threading.Thread(target=emit_without_a_loop, args=(t,)) for t in (3, 4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    sink.close()
+    seen: dict[object, list[object]] = {}
+    for event in file_lines(path):  # each line parses: none is cut or interleaved
+        seen.setdefault(event["thread"], []).append(event["n"])
+    assert seen == {t: list(range(per_thread)) for t in range(5)}
+
+
 def test_audit_file_event_without_a_loop_is_written_before_emit_returns(tmp_path: Path) -> None:
     """A synchronous caller finds its event in the file when emit returns."""
     from edgeauth.audit import FileAuditSink

@@ -541,6 +541,35 @@ async def test_the_short_paths_denials_reach_the_audit_file(tmp_path: Path) -> N
     await policy.aclose()
 
 
+async def test_the_short_paths_audit_lines_are_per_client_and_path(tmp_path: Path) -> None:
+    """Settled denials from two clients to two paths, one of them longer than
+    an audit event holds once canonical (each raw byte becomes three
+    characters): each line is the whole path's line for that client and path,
+    the long path cut at 2,048 characters like the whole path cuts it."""
+    policy = load_policy(write_policy(tmp_path, POLICY + '[audit]\nfile = "audit.log"\n'))
+    app = EdgeAuth(echo_app, policy=policy)
+    long_path = b"/api/protected/" + "\u00e9".encode() * 340  # 680 bytes, 2,055 characters
+    requests = [(path, peer) for path in (b"/api/protected/x", long_path) for peer in PEERS]
+    for path, peer in requests:
+        scope = scope_of("GET", path, [(b"host", b"a.example")], peer)
+        for _ in range(3):
+            assert (await middleware_answer(app, dict(scope)))[0] == 401
+        assert isinstance(app._settled(dict(scope)), Denial)  # the last two were settled
+    await asyncio.sleep(0)  # the file is written on the loop's next turn
+    lines = [json.loads(line) for line in (tmp_path / "audit.log").read_text().splitlines()]
+    assert len(lines) == 4 * 4
+    for i, (path, peer) in enumerate(requests):
+        whole, *short = lines[4 * i : 4 * i + 4]
+        for line in short:
+            same_event(line, whole)
+        assert whole["client"] == peer[0]
+        if path == long_path:
+            assert whole["path"] == ("/api/protected/" + "%C3%A9" * 340)[:2048] + "..."
+        else:
+            assert whole["path"] == "/api/protected/x"
+    await policy.aclose()
+
+
 async def test_a_trusted_peers_forwarded_headers_settle_like_the_whole_path(
     tmp_path: Path,
 ) -> None:

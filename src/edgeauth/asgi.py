@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, Final
 from urllib.parse import quote
 
 from .forwarded import client_address
+from .memo import remember
 from .model import Allow, Code, Denial, Preflight, RequestView
 from .pipeline import Engine, json_denial, new_request_id
 from .policy import Policy
@@ -21,6 +22,7 @@ __all__ = [
     "Scope",
     "Send",
     "audit_refusal",
+    "content_length",
     "decide",
     "raw_path",
     "refuse",
@@ -177,8 +179,8 @@ def _view(
 
 
 # The headers settling_fields looks at, and settling_view.
-_SETTLING = frozenset({"cookie", "authorization", "x-forwarded-for", "host", "origin"})
-_SETTLING_FORWARDED = _SETTLING | {"x-forwarded-host", "x-forwarded-proto"}
+_SETTLING: Final = frozenset({"cookie", "authorization", "x-forwarded-for", "host", "origin"})
+_SETTLING_FORWARDED: Final = _SETTLING | {"x-forwarded-host", "x-forwarded-proto"}
 
 
 def _scheme(scope: Scope, headers: dict[str, tuple[str, ...]], trusted: bool) -> str:
@@ -332,6 +334,22 @@ async def send_rendered(scope: Scope, send: Send, rendered: Rendered) -> None:
             # Without the denial-response extension the server turns this into a 403.
             await send({"type": "websocket.close", "code": 1008})
         return
-    headers = [*headers, (b"content-length", str(len(body)).encode())]
+    headers = [*headers, (b"content-length", content_length(body))]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def content_length(body: bytes) -> bytes:
+    """The Content-Length value of ``body``; the few lengths of edgeauth's own
+    answers are remembered."""
+    length = len(body)
+    value = _LENGTHS.get(length)
+    if value is None:
+        value = str(length).encode()
+        if length <= _REMEMBERED_LENGTH:
+            remember(_LENGTHS, length, value, 256)
+    return value
+
+
+_LENGTHS: Final[dict[int, bytes]] = {}
+_REMEMBERED_LENGTH: Final = 4096

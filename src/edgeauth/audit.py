@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
-from typing import Any, Protocol, cast
+from typing import Any, Final, Protocol, cast
 
 from .memo import remember
 
@@ -28,7 +30,9 @@ __all__ = [
     "AuditSink",
     "FileAuditSink",
     "LoggingAuditSink",
+    "decision_head",
     "decision_line",
+    "decision_tail",
     "encode_event",
     "fingerprint",
 ]
@@ -53,7 +57,7 @@ def _unencodable(value: object) -> Any:
 
 # One C encoder for every event: json.dumps, and JSONEncoder.encode too, build a
 # new one per call. Events are flat, so there is no cycle to look for.
-_CHUNKS = c_make_encoder(
+_CHUNKS: Final = c_make_encoder(
     None, _unencodable, encode_basestring_ascii, None, ":", ",", False, False, True
 )
 
@@ -113,7 +117,7 @@ def _text(value: object) -> str | None:
 # or None equals only a value of its own type with the same JSON text (a bool,
 # a float, or a str subclass with its own equality may equal one and read
 # differently).
-_PLAIN = frozenset({str, int, type(None)})
+_PLAIN: Final = frozenset({str, int, type(None)})
 
 
 def _template(event: Mapping[str, Any]) -> list[str] | None:
@@ -136,16 +140,18 @@ def _template_of(keys: tuple[str, ...]) -> list[str]:
     return template
 
 
-_quote = encode_basestring_ascii
-_SHAPES = 64  # event shapes kept; edgeauth emits a handful
-_TEMPLATES: dict[tuple[str, ...], list[str]] = {}
-_TEXT_MEMO_CHARS = 64  # longer strings are escaped every time, not kept
-_TEXTS: dict[str | None, str] = {}
+# Final: the compiled build reads these module constants directly, not
+# through the module's dict.
+_quote: Final = encode_basestring_ascii
+_SHAPES: Final = 64  # event shapes kept; edgeauth emits a handful
+_TEMPLATES: Final[dict[tuple[str, ...], list[str]]] = {}
+_TEXT_MEMO_CHARS: Final = 64  # longer strings are escaped every time, not kept
+_TEXTS: Final[dict[str | None, str]] = {}
 """Plain string value (and None) -> its JSON text. Bounded (emptied when full,
 like every memo). Looked up with values of the plain types only."""
 
 
-DECISION_FIELDS = (
+DECISION_FIELDS: Final = (
     "time",
     "request_id",
     "method",
@@ -189,16 +195,30 @@ def decision_line(values: Decision) -> str:
         raise ValueError(f"a decision has {len(DECISION_FIELDS)} values, got {len(values)}")
     time, rid, status = values[0], values[1], values[7]
     if type(time) is str and type(rid) is str and type(status) is int:
-        rest = values[2:]
-        tail = _TAILS.get(rest)
-        if tail is None:
-            tail = _tail(rest)
+        tail = decision_tail(values[2:])
         if tail is not None:
-            head = _HEADS.get(time)
-            if head is None:
-                head = remember(_HEADS, time, '{"time":' + _quote(time) + ',"request_id":', 4)
-            return head + _quote(rid) + tail
+            return f"{decision_head(time)}{_quote(rid)}{tail}"
     return encode_event(dict(zip(DECISION_FIELDS, values, strict=True)))
+
+
+def decision_head(time: str) -> str:
+    """A decision line up to its request id's text: ``{"time":...,"request_id":``
+    for this time (a plain ``str``), remembered within its second."""
+    head = _HEADS.get(time)
+    if head is None:
+        head = remember(_HEADS, time, '{"time":' + _quote(time) + ',"request_id":', 4)
+    return head
+
+
+def decision_tail(rest: Decision) -> str | None:
+    """A decision line after its request id's text, for the values of the
+    fields after the request id (``values[2:]``); remembered (bounded) when
+    short. None when a value is not of the plain types :func:`decision_line`
+    asks for."""
+    tail = _TAILS.get(rest)
+    if tail is None:
+        tail = _tail(rest)
+    return tail
 
 
 def _tail(rest: Decision) -> str | None:
@@ -218,14 +238,14 @@ def _tail(rest: Decision) -> str | None:
 
 
 # ',"method":' and so on: the keys after the request id, with their separators.
-_TAIL_KEYS = tuple("," + _quote(key) + ":" for key in DECISION_FIELDS[2:])
-_HEADS: dict[str, str] = {}
-_TAILS: dict[Decision, str] = {}
+_TAIL_KEYS: Final = tuple("," + _quote(key) + ":" for key in DECISION_FIELDS[2:])
+_HEADS: Final[dict[str, str]] = {}
+_TAILS: Final[dict[Decision, str]] = {}
 """Values after the request id -> their part of the line. Keys and lookups
 hold values of the plain types only (:data:`_PLAIN`; the callers'
 precondition), so a hit is the text of the very values looked up."""
-_TAIL_MEMO_CHARS = 1024
-_TAIL_MEMO_SIZE = 1024
+_TAIL_MEMO_CHARS: Final = 1024
+_TAIL_MEMO_SIZE: Final = 1024
 
 
 class LoggingAuditSink:
@@ -277,6 +297,11 @@ class FileAuditSink:
     waiting events (no loop, another thread's loop) writes them with itself,
     and events left waiting by a loop that stopped go out with the next event
     or at :meth:`close`.
+
+    An event emitted on the loop that will write it takes no lock: its line is
+    appended to a deque (thread-safe) and left to that loop's flush; taking
+    the lock costs more than the rest of the event. The line goes in before
+    the sink's state is read, so whichever writer runs next takes it.
     """
 
     def __init__(
@@ -297,43 +322,48 @@ class FileAuditSink:
         self._closed = False
         self._open_error: OSError | None = None
         self._lock = threading.Lock()
-        self._pending: list[str] = []  # lines waiting for the flush, without their newline
-        self._pending_chars = 0
-        # Their events, for the fallback (decisions as their values).
-        self._pending_events: list[Mapping[str, Any] | Decision] = []
+        # Lines waiting for the flush, without their newline: appended without
+        # the lock, taken under it.
+        self._pending: deque[str] = deque()
+        self._pending_chars = 0  # about: the loop's own events count it without the lock
         self._flush_on: asyncio.AbstractEventLoop | None = None  # the loop that will flush
 
     def emit(self, event: Mapping[str, Any]) -> None:
-        self._append(encode_event(event), event)
+        self._append(encode_event(event))
 
     def emit_decision(self, values: Decision) -> None:
         """Emit the decision event with these values (in the order of
         :data:`DECISION_FIELDS`, of the plain types :func:`decision_line`
         asks for): the same line as :meth:`emit` of that event writes,
-        without building the event unless the fallback needs it."""
-        self._append(decision_line(values), values)
+        without building the event."""
+        self._append(decision_line(values))
 
-    def _append(self, line: str, event: Mapping[str, Any] | Decision) -> None:
+    def emit_line(self, line: str) -> None:
+        """Emit the decision event whose line the caller has built, exactly as
+        :func:`decision_line` builds it."""
+        self._append(line)
+
+    def _append(self, line: str) -> None:
         """Queue ``line`` (ASCII, no newline) for the flush, or write it now."""
         try:
-            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+            loop: asyncio.AbstractEventLoop | None = _running_loop()
         except RuntimeError:
             loop = None
+        self._pending.append(line)
+        if loop is not None and loop is self._flush_on:
+            # This loop's flush is due (it runs on this thread, not meanwhile)
+            # and will take the line, or another writer took it already.
+            self._pending_chars += len(line) + 1
+            if self._pending_chars <= _PENDING_BYTES:
+                return
         with self._lock:
-            if self._closed:
-                unwritten = [event]
-            else:
-                self._pending.append(line)
-                self._pending_events.append(event)
+            if loop is not None and self._flush_on is None and not self._closed:
                 self._pending_chars += len(line) + 1
-                if loop is not None and self._pending_chars <= _PENDING_BYTES:
-                    if self._flush_on is loop:
-                        return
-                    if self._flush_on is None:
-                        loop.call_soon(self._flush)
-                        self._flush_on = loop
-                        return
-                unwritten = self._write_pending()
+                if self._pending_chars <= _PENDING_BYTES:
+                    loop.call_soon(self._flush)
+                    self._flush_on = loop
+                    return
+            unwritten = self._write_pending()
         self._fall_back(unwritten)
 
     def _flush(self) -> None:
@@ -341,23 +371,26 @@ class FileAuditSink:
             unwritten = self._write_pending()
         self._fall_back(unwritten)
 
-    def _write_pending(self) -> list[Mapping[str, Any] | Decision]:
-        """Write the waiting lines in one write; the events that are not in the file."""
-        lines, events = self._pending, self._pending_events
-        self._pending, self._pending_events, self._flush_on = [], [], None
-        self._pending_chars = 0
-        if not events:
-            return events
+    def _write_pending(self) -> list[str]:
+        """Write the waiting lines in one write (under the lock); the lines
+        that are not in the file (all of them once the sink is closed)."""
+        pending, lines = self._pending, []
+        while pending:
+            lines.append(pending.popleft())
+        self._flush_on, self._pending_chars = None, 0
+        if not lines or self._closed:
+            return lines
+        count = len(lines)
         lines.append("")  # the last line's newline
         data = bytearray("\n".join(lines).encode("ascii"))
-        return events[self._write(data, len(events)) :]
+        return lines[self._write(data, count) : count]
 
-    def _fall_back(self, events: list[Mapping[str, Any] | Decision]) -> None:
-        for event in events:
-            if type(event) is tuple:
-                event = dict(zip(DECISION_FIELDS, event, strict=True))
+    def _fall_back(self, lines: list[str]) -> None:
+        """Hand the events of ``lines`` to the fallback sink: each line is the
+        JSON of its event, read back (only while the file cannot be written)."""
+        for line in lines:
             try:
-                self._fallback.emit(cast("Mapping[str, Any]", event))
+                self._fallback.emit(json.loads(line))
             except Exception:  # the others must still get there
                 log.exception("the audit fallback failed")
 
@@ -423,5 +456,6 @@ class FileAuditSink:
         self._fd, self._file_id = fd, (st.st_dev, st.st_ino)
 
 
-_REOPEN_CHECK_SECONDS = 1.0
-_PENDING_BYTES = 64 * 1024
+_running_loop: Final = asyncio.get_running_loop
+_REOPEN_CHECK_SECONDS: Final = 1.0
+_PENDING_BYTES: Final = 64 * 1024

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from .model import Code, Identity
 
@@ -50,4 +50,4 @@ class Requirement:
         return None
 
 
-_MISSING = object()
+_MISSING: Final = object()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
+from typing import Final
 
 from .memo import remember
 
@@ -79,9 +80,9 @@ def _address(text: str) -> str | None:
     return address
 
 
-_ADDRESSES: dict[str, str | None] = {}
-_UNPARSED = ""  # never a parsed address
-_MEMO_TEXT = 64
+_ADDRESSES: Final[dict[str, str | None]] = {}
+_UNPARSED: Final = ""  # never a parsed address
+_MEMO_TEXT: Final = 64
 
 
 def rate_key(address: str) -> str:

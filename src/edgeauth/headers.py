@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 from urllib.parse import quote
 
 from .errors import InvalidCredentials
@@ -64,10 +64,10 @@ HOP_BY_HOP = frozenset(
 )
 RESERVED = frozenset({"authorization", "cookie", "host", "content-length", *HOP_BY_HOP})
 
-_MEMO_NAME_BYTES = 64  # longer header names are classified every time, not memoized
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1
+_MEMO_NAME_BYTES: Final = 64  # longer header names are classified every time, not memoized
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1
 _PRINTABLE_BUT_PERCENT = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 §5.6.2
+_TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 §5.6.2
 
 
 def normalize_name(name: str) -> str:

@@ -27,6 +27,7 @@ from .asgi import (
     Receive,
     Scope,
     Send,
+    content_length,
     decide,
     refuse,
     refuse_allowed,
@@ -93,8 +94,11 @@ class EdgeAuth:
                 settled = self._settled(scope)
             except Exception:  # a malformed scope: the whole path answers it
                 settled = None
-            if type(settled) is Denial:  # audited already
-                await send_rendered(scope, send, render_denial(settled, scope["method"]))
+            if type(settled) is Denial:  # audited already; a plain HTTP request
+                status, headers, body = render_denial(settled, scope["method"])
+                headers.append((b"content-length", content_length(body)))  # a list of its own
+                await send({"type": "http.response.start", "status": status, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
                 return
             inner = settled
         if inner is None:

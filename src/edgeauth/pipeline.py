@@ -27,10 +27,18 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Final
 from urllib.parse import quote_from_bytes
 
-from .audit import DECISION_FIELDS, AuditSink, FileAuditSink, LoggingAuditSink, fingerprint
+from .audit import (
+    DECISION_FIELDS,
+    AuditSink,
+    FileAuditSink,
+    LoggingAuditSink,
+    decision_head,
+    decision_tail,
+    fingerprint,
+)
 from .authn.base import CredentialSource
 from .errors import AuthUnavailable, BadRequest, InvalidCredentials, Revoked, StoreUnavailable
 from .forwarded import client_address, rate_key
@@ -44,23 +52,29 @@ __all__ = ["Engine"]
 
 log = logging.getLogger("edgeauth")
 
-_REALM = 'Bearer realm="edgeauth"'
-_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
-_PREFLIGHT_REFUSED = "CORS preflight refused"
-_LOGIN_CODES = frozenset({Code.MISSING_CREDENTIALS, Code.INVALID_TOKEN, Code.REVOKED})
-_FAILED_AUTH = frozenset({Code.INVALID_TOKEN, Code.REVOKED})
-_STORE_DOWN = "Temporarily unavailable"
+_REALM: Final = 'Bearer realm="edgeauth"'
+_SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+_PREFLIGHT_REFUSED: Final = "CORS preflight refused"
+_LOGIN_CODES: Final = frozenset({Code.MISSING_CREDENTIALS, Code.INVALID_TOKEN, Code.REVOKED})
+_FAILED_AUTH: Final = frozenset({Code.INVALID_TOKEN, Code.REVOKED})
+_STORE_DOWN: Final = "Temporarily unavailable"
 # RFC 6750 §3: the challenge on API denials for a missing, bad or too weak token.
-_CHALLENGES: dict[Code, Header] = {
+_CHALLENGES: Final[dict[Code, Header]] = {
     Code.MISSING_CREDENTIALS: ("www-authenticate", _REALM),
     Code.INVALID_TOKEN: ("www-authenticate", f'{_REALM}, error="invalid_token"'),
     Code.REVOKED: ("www-authenticate", f'{_REALM}, error="invalid_token"'),
     Code.INSUFFICIENT_SCOPE: ("www-authenticate", f'{_REALM}, error="insufficient_scope"'),
 }
 
+_MISSING: Final = Code.MISSING_CREDENTIALS
+_MISSING_TEXT: Final = _MISSING.value
+_MISSING_HEADERS: Final = (_CHALLENGES[_MISSING],)  # one tuple: renderers look it up
+# Audit line tails of settled 401s kept per engine (method, path, rule, client).
+_MISSING_TAILS: Final = 1024
+
 # Longer keys (path, method and host together) are canonicalized and matched
 # every time: the memo stays within a few MiB whatever clients send.
-_ROUTE_MEMO_KEY_CHARS = 1024
+_ROUTE_MEMO_KEY_CHARS: Final = 1024
 
 _Refusal = tuple[Code, tuple[Header, ...]]
 """A rate-limit or lockout refusal: the code and the headers that explain it."""
@@ -73,26 +87,29 @@ def new_request_id() -> str:
     return secrets.token_hex(8)
 
 
-def request_ids() -> Callable[[], str]:
-    """Request ids: 64 random bits as 16 hex digits, drawn from a pool refilled
-    1,024 at a time (one system call per refill, not per request). Unique in
-    practice (a collision is expected after about 2**32 ids) and they do not
-    tell clients how many requests came before theirs. Safe to share between
-    threads: taking one is a single ``list.pop``."""
-    pool: list[str] = []
+class RequestIds:
+    """Request ids: 64 random bits as 16 lower-case hex digits, drawn from a
+    pool refilled 1,024 at a time (one system call per refill, not per
+    request). Unique in practice (a collision is expected after about 2**32
+    ids) and they do not tell clients how many requests came before theirs.
+    Safe to share between threads: taking one is a single ``list.pop``. Being
+    hex digits, they go into JSON as they are."""
 
-    def take() -> str:
+    def __init__(self) -> None:
+        self._pool: list[str] = []
+
+    def take(self) -> str:
         try:
-            return pool.pop()
+            return self._pool.pop()
         except IndexError:
             # 1,024 ids of 8 bytes each, split in C (hex with a space every 8 bytes).
-            pool.extend(secrets.token_bytes(8 * 1024).hex(" ", 8).split())
-            return pool.pop()
-
-    return take
+            self._pool.extend(secrets.token_bytes(8 * 1024).hex(" ", 8).split())
+            return self._pool.pop()
 
 
-_request_id_pool = request_ids  # the parameter of Engine() shadows the name
+def request_ids() -> Callable[[], str]:
+    """A source of request ids (:class:`RequestIds`): call it for the next one."""
+    return RequestIds().take
 
 
 class _Trace:
@@ -123,7 +140,6 @@ class Engine:
         *,
         clock: Callable[[], float] = time.time,
         audit: AuditSink | None = None,
-        request_ids: Callable[[], str] | None = None,
     ) -> None:
         self.policy = policy
         self._clock = clock
@@ -131,8 +147,10 @@ class Engine:
         # The file sink takes decision events as their values (no dict to build).
         sink = self._audit
         self._decisions: FileAuditSink | None = sink if type(sink) is FileAuditSink else None
-        self._ids = request_ids or _request_id_pool()
+        self._ids = RequestIds()
         self._routes: dict[tuple[str, str, bytes], tuple[_Route, Rule | None]] = {}
+        self._missing_tails: dict[tuple[str, str, str | None, str | None], str] = {}
+        self._needs_host = policy.rules.needs_host
         self.watches_upstream = bool(policy.upstream_401_rules)
         """Whether :meth:`upstream_response` does anything for this policy."""
         # settled() answers nothing for a policy that records or watches allowed requests.
@@ -142,7 +160,7 @@ class Engine:
 
     async def evaluate(self, view: RequestView) -> Outcome:
         """Decide ``view``; never raises."""
-        request_id = self._ids()
+        request_id = self._ids.take()
         trace = _Trace()
         try:
             outcome = await self._decide(view, request_id, trace)
@@ -163,7 +181,7 @@ class Engine:
         self,
         method: str,
         raw_path: bytes,
-        fields: Mapping[str, tuple[str, ...]],
+        fields: dict[str, tuple[str, ...]],
         peer: str | None,
     ) -> Allow | Denial | None:
         """The outcome :meth:`evaluate` would answer, when it needs no waiting:
@@ -189,7 +207,7 @@ class Engine:
         if not self._settles:
             return None
         host = ""
-        if self.policy.rules.needs_host:
+        if self._needs_host:
             hosts = fields.get("host")
             try:
                 host = _host_name(hosts[0] if hosts else None)
@@ -202,7 +220,7 @@ class Engine:
         if rule is None or not rule.settles:
             return None
         if not rule.sources:  # no authenticator: anonymous
-            return Allow(self._ids(), rule.id, path.decoded, raw)
+            return Allow(self._ids.take(), rule.id, path.decoded, raw)
         source = rule.sources[0]
         try:
             credential = _read(source, fields)
@@ -210,14 +228,17 @@ class Engine:
             return None
         if credential is None:
             if rule.public:
-                return Allow(self._ids(), rule.id, path.decoded, raw)
+                return Allow(self._ids.take(), rule.id, path.decoded, raw)
             if rule.kind is not Kind.API:
                 return None  # a page's answer depends on headers not read here
-            trace = _Trace()
-            trace.path, trace.rule = path.raw, rule.id
-            denial = _denial(Code.MISSING_CREDENTIALS, self._ids(), rule.id, False, ())
-            client = client_address(peer, fields.get("x-forwarded-for", ()), self.policy.trusts)
-            self._emit(denial, trace, method, client, raw_path)
+            denial = Denial(self._ids.take(), _MISSING, rule.id, headers=_MISSING_HEADERS)
+            forwarded_for = fields.get("x-forwarded-for")
+            client = (
+                peer
+                if forwarded_for is None
+                else client_address(peer, forwarded_for, self.policy.trusts)
+            )
+            self._emit_missing(denial, method, path.raw, client, raw_path)
             return denial
         if not credential:
             return None
@@ -236,7 +257,7 @@ class Engine:
             return None
         forwarded = self.policy.authenticators[identity.authenticator].forward_credential
         return Allow(
-            self._ids(),
+            self._ids.take(),
             rule.id,
             path.decoded,
             raw,
@@ -607,6 +628,44 @@ class Engine:
             )
         return _denial(code, rid, rule.id, page, cors, message)
 
+    def _emit_missing(
+        self, denial: Denial, method: str, path: str, client: str | None, raw_path: bytes
+    ) -> None:
+        """Audit the 401 :meth:`settled` answers a request without a credential
+        (``denial``, with one of the engine's request ids): :meth:`_emit`'s
+        event, the part of its line after the request id remembered per
+        method, canonical path, rule and client (the values it depends on)."""
+        decisions = self._decisions
+        rule_id = denial.rule_id
+        if (
+            decisions is None
+            or type(method) is not str
+            or not (client is None or type(client) is str)
+        ):
+            trace = _Trace()
+            trace.path, trace.rule = path, rule_id
+            self._emit(denial, trace, method, client, raw_path)
+            return
+        now, rid = _iso(self._clock()), denial.request_id
+        path = _audited(path)
+        key = (method, path, rule_id, client)
+        try:
+            tail = self._missing_tails.get(key)
+            if tail is None:
+                rest = (  # DECISION_FIELDS after the request id, as _emit has them
+                    method, path, rule_id, "deny", _MISSING_TEXT, 401,
+                    None, None, client, None, None, None,
+                )  # fmt: skip
+                tail = decision_tail(rest)  # None for a value not of the plain types
+                if tail is None:
+                    decisions.emit_decision((now, rid, *rest))
+                    return
+                remember(self._missing_tails, key, tail, _MISSING_TAILS)
+            # The engine's own request id: hex digits, JSON as they are.
+            decisions.emit_line(f'{decision_head(now)}"{rid}"{tail}')
+        except Exception:
+            log.exception("audit sink failed for request %s", rid)
+
     def _emit(
         self, outcome: Outcome, trace: _Trace, method: str, client: str | None, raw_path: bytes
     ) -> None:
@@ -619,9 +678,7 @@ class Engine:
                 status = 302 if method in ("GET", "HEAD") else 303  # what the client got
         else:
             status, code, result = (204 if type(outcome) is Preflight else 200), None, "allow"
-        path = trace.path if trace.path is not None else _printable(raw_path)
-        if len(path) > _AUDITED_PATH:  # one line stays a line, whatever the client sent
-            path = path[:_AUDITED_PATH] + "..."
+        path = _audited(trace.path if trace.path is not None else _printable(raw_path))
         values = (  # DECISION_FIELDS
             _iso(self._clock()),
             outcome.request_id,
@@ -712,14 +769,14 @@ def _rate_headers(cors: tuple[Header, ...], checked: list[RateDecision]) -> tupl
 
 def _iso(moment: float) -> str:
     """UTC to the second; the text is reused within the second it names."""
-    global _iso_memo
     second = int(moment)
-    if _iso_memo[0] != second:
-        _iso_memo = (second, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second)))
-    return _iso_memo[1]
+    text = _ISO.get(second)
+    if text is None:
+        text = remember(_ISO, second, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second)), 4)
+    return text
 
 
-_iso_memo: tuple[int, str] = (-1, "")
+_ISO: Final[dict[int, str]] = {}
 
 
 def _credentials(rule: Rule, view: RequestView) -> dict[CredentialSource, str]:
@@ -755,8 +812,8 @@ def _read(source: CredentialSource, headers: Mapping[str, tuple[str, ...]]) -> s
     return None if values is None else _single(values, name)
 
 
-_BEARER = CredentialSource("bearer")
-_API_KEY_HEADER = CredentialSource("header", "x-api-key")
+_BEARER: Final = CredentialSource("bearer")
+_API_KEY_HEADER: Final = CredentialSource("header", "x-api-key")
 
 
 def _bearer(values: tuple[str, ...]) -> str | None:
@@ -807,7 +864,7 @@ def _cookie(headers: tuple[str, ...], name: str) -> str | None:
     return found
 
 
-_HOST = re.compile(r"(?:[a-z0-9-]+(?:\.[a-z0-9-]+)*\.?|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?")
+_HOST: Final = re.compile(r"(?:[a-z0-9-]+(?:\.[a-z0-9-]+)*\.?|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?")
 
 
 def _host_name(value: str | None) -> str:
@@ -876,7 +933,13 @@ def _login_location(login_url: str, path: CanonicalPath, view: RequestView) -> s
 # The longest path an audit event holds; a longer one is cut there and ends
 # with "...". Request heads are bounded by the server in front (edgeauth
 # serve: [server] max_head_bytes), not always by much.
-_AUDITED_PATH = 2048
+_AUDITED_PATH: Final = 2048
+
+
+def _audited(path: str) -> str:
+    """``path`` as an audit event holds it: cut at :data:`_AUDITED_PATH`
+    characters (one line stays a line, whatever the client sent)."""
+    return path if len(path) <= _AUDITED_PATH else path[:_AUDITED_PATH] + "..."
 
 
 def _printable(raw: bytes) -> str:

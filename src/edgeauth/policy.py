@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Final
 
 from .audit import FileAuditSink
 from .authn.base import Authenticator, CredentialSource
@@ -224,4 +225,4 @@ def _in_networks(address: str | None, networks: tuple[Network, ...]) -> bool:
     return remember(_TRUST_MEMO, key, (networks, any(ip in net for net in networks)))[1]
 
 
-_TRUST_MEMO: dict[tuple[str, int], tuple[tuple[Network, ...], bool]] = {}
+_TRUST_MEMO: Final[dict[tuple[str, int], tuple[tuple[Network, ...], bool]]] = {}

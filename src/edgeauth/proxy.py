@@ -24,6 +24,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import cast
 from urllib.parse import quote_from_bytes
 
 import aiohttp
@@ -395,7 +396,8 @@ class Proxy:
         if read is None:
             return None
         view, peer = read
-        outcome = self.engine.settled(method, view.raw_path, view.headers, peer)
+        fields = cast("dict[str, tuple[str, ...]]", view.headers)  # settling_view's own dict
+        outcome = self.engine.settled(method, view.raw_path, fields, peer)
         if type(outcome) is Allow:
             return outcome, view, scope["headers"]
         return outcome

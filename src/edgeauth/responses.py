@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import json
 from json.encoder import encode_basestring_ascii
+from typing import Final
 
 from .memo import remember
 from .model import Code, Denial, Header, Preflight, encode_headers
@@ -18,7 +19,7 @@ __all__ = ["Rendered", "error_body", "render_denial", "render_preflight"]
 
 Rendered = tuple[int, list[tuple[bytes, bytes]], bytes]
 
-_REASON = {
+_REASON: Final = {
     400: "Bad Request",
     401: "Unauthorized",
     403: "Forbidden",
@@ -31,7 +32,7 @@ _REASON = {
     503: "Service Unavailable",
     504: "Gateway Timeout",
 }
-_COMMON: list[tuple[bytes, bytes]] = [
+_COMMON: Final[list[tuple[bytes, bytes]]] = [
     (b"cache-control", b"no-store"),
     (b"x-content-type-options", b"nosniff"),
 ]
@@ -39,6 +40,11 @@ _COMMON: list[tuple[bytes, bytes]] = [
 
 def error_body(code: Code, request_id: str, message: str | None = None) -> bytes:
     """The JSON error body of every ``api`` denial."""
+    return b"".join((_body_head(code, message), _quote(request_id).encode(), b"}"))
+
+
+def _body_head(code: Code, message: str | None) -> bytes:
+    """The JSON error body up to the request id's text, built once per (code, message)."""
     head = _BODY_HEADS.get((code, message))
     if head is None:
         head = json.dumps(
@@ -47,55 +53,75 @@ def error_body(code: Code, request_id: str, message: str | None = None) -> bytes
         )[: -len('""}')].encode()
         if len(_BODY_HEADS) < 256:
             _BODY_HEADS[(code, message)] = head
-    return head + _quote(request_id).encode() + b"}"
+    return head
 
 
-_quote = encode_basestring_ascii
+_quote: Final = encode_basestring_ascii
 # The constant part of each body, per (code, message): built once.
-_BODY_HEADS: dict[tuple[Code, str | None], bytes] = {}
+_BODY_HEADS: Final[dict[tuple[Code, str | None], bytes]] = {}
 
 
 def render_denial(denial: Denial, method: str) -> Rendered:
     """Status, headers and body for ``denial`` answered to a ``method`` request."""
-    location = denial.location if denial.page else None
-    key = (denial.page, location is None, denial.headers)
-    headers = _HEADERS.get(key)
-    if headers is None:
-        headers = remember(_HEADERS, key, _constant_headers(denial, location is None), 1024)
-    headers = headers.copy()
+    if not denial.page:  # JSON: all but the request id prepared once per kind
+        key = (denial.code, denial.message, denial.headers)
+        prepared = _JSON.get(key)
+        if prepared is None:
+            prepared = remember(_JSON, key, _prepare_json(denial), 1024)
+        status, constant, head = prepared
+        rid = denial.request_id.encode()
+        headers = constant.copy()
+        headers[_REQUEST_ID] = (b"x-request-id", rid)
+        if rid.isalnum():  # ASCII letters and digits (edgeauth's ids): JSON as they are
+            return status, headers, b"".join((head, b'"', rid, b'"}'))
+        return status, headers, b"".join((head, _quote(denial.request_id).encode(), b"}"))
+    location = denial.location
+    key2 = (location is None, denial.headers)
+    page_headers = _PAGE_HEADERS.get(key2)
+    if page_headers is None:
+        page_headers = remember(_PAGE_HEADERS, key2, _constant_headers(denial, location), 1024)
+    headers = page_headers.copy()
     headers[_REQUEST_ID] = (b"x-request-id", denial.request_id.encode())
     if location is not None:
         status = 302 if method in ("GET", "HEAD") else 303
         headers.append((b"location", location.encode("ascii")))
         return status, headers, b""
     status = denial.status
-    if denial.page:
-        title = f"{status} {_REASON.get(status, 'Error')}"
-        message = denial.message or denial.code.message
-        page = (
-            "<!doctype html>\n<html lang=en><meta charset=utf-8>"
-            f"<title>{title}</title>"
-            f"<h1>{title}</h1><p>{html.escape(message)}</p>"
-            f"<p><small>Request id: {html.escape(denial.request_id)}</small></p></html>\n"
-        )
-        return status, headers, page.encode()
-    return status, headers, error_body(denial.code, denial.request_id, denial.message)
+    title = f"{status} {_REASON.get(status, 'Error')}"
+    message = denial.message or denial.code.message
+    page = (
+        "<!doctype html>\n<html lang=en><meta charset=utf-8>"
+        f"<title>{title}</title>"
+        f"<h1>{title}</h1><p>{html.escape(message)}</p>"
+        f"<p><small>Request id: {html.escape(denial.request_id)}</small></p></html>\n"
+    )
+    return status, headers, page.encode()
 
 
-def _constant_headers(denial: Denial, has_body: bool) -> list[tuple[bytes, bytes]]:
+def _prepare_json(denial: Denial) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """What every JSON denial like ``denial`` answers: its status, its headers
+    with the request id's place left blank, and its body up to the request id."""
+    return denial.status, _constant_headers(denial, None), _body_head(denial.code, denial.message)
+
+
+def _constant_headers(denial: Denial, location: str | None) -> list[tuple[bytes, bytes]]:
     """The headers every denial like ``denial`` gets, the request id's place
-    left blank; a redirect adds its ``location``."""
+    left blank; a redirect (``location``) has no body, so no content type."""
     headers = [*_COMMON, (b"x-request-id", b""), *encode_headers(denial.headers)]
-    if has_body:
+    if location is None:
         kind = b"text/html; charset=utf-8" if denial.page else b"application/json"
         headers.append((b"content-type", kind))
     return headers
 
 
-_REQUEST_ID = len(_COMMON)
-# The constant headers per (page, not a redirect, extra headers). Extra headers
-# are challenges, CORS for the policy's origins and rate-limit seconds: few keys.
-_HEADERS: dict[tuple[bool, bool, tuple[Header, ...]], list[tuple[bytes, bytes]]] = {}
+_REQUEST_ID: Final = len(_COMMON)
+# Per (code, message, extra headers) and per (not a redirect, extra headers).
+# Extra headers are challenges, CORS for the policy's origins and rate-limit
+# seconds: few keys.
+_JSON: Final[
+    dict[tuple[Code, str | None, tuple[Header, ...]], tuple[int, list[tuple[bytes, bytes]], bytes]]
+] = {}
+_PAGE_HEADERS: Final[dict[tuple[bool, tuple[Header, ...]], list[tuple[bytes, bytes]]]] = {}
 
 
 def render_preflight(preflight: Preflight) -> Rendered:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Final
 
 from ..model import Identity
 
@@ -96,4 +97,4 @@ def _digest(token: str) -> bytes:
 # rather than through OpenSSL's per-call digest lookup, which costs more than
 # hashing a token. Its full 64-byte digest: asking for a shorter one costs a
 # keyword argument per call, more than the 32 bytes it would save per entry.
-_hash = hashlib.blake2b
+_hash: Final = hashlib.blake2b
