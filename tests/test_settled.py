@@ -725,6 +725,28 @@ async def test_headers_in_a_tuple_are_decided_the_whole_way(tmp_path: Path) -> N
     assert isinstance(inner, dict) and (b"x-user-id", b"alice") in inner["headers"]
 
 
+async def test_a_scope_that_is_not_a_dict_is_decided_the_whole_way(tmp_path: Path) -> None:
+    """A scope of another mapping type: the short path leaves it alone; the
+    whole path decides it, allowed with the identity or denied alike."""
+
+    class Scope(dict[str, Any]):
+        pass
+
+    app = app_for(tmp_path)
+    allowed = scope_of("GET", b"/api/protected/x", [(b"host", b"a"), *COOKIE], PEERS[0])
+    denied = scope_of("GET", b"/api/protected/x", [(b"host", b"a")], PEERS[0])
+    for _ in range(2):
+        await whole_path(app, dict(allowed))
+        await middleware_answer(app, dict(denied))
+    assert isinstance(app._settled(dict(allowed)), dict)  # settled as a plain dict
+    assert app._settled(Scope(allowed)) is None
+    assert app._settled(Scope(denied)) is None
+    inner = await whole_path(app, Scope(allowed))
+    assert isinstance(inner, dict) and (b"x-user-id", b"alice") in inner["headers"]
+    status, _, body = await middleware_answer(app, Scope(denied))
+    assert (status, json.loads(body)["code"]) == (401, "missing_credentials")
+
+
 async def test_a_malformed_scope_is_the_documented_500(tmp_path: Path) -> None:
     """A scope without a method cannot be read: the whole path answers 500
     internal_error, the short path does not raise."""

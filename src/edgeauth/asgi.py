@@ -51,7 +51,7 @@ def view_from_scope(scope: Scope, policy: Policy) -> tuple[RequestView, list[tup
     is removed, the headers returned are the scope's own list: callers build
     new lists rather than change it.
     """
-    peer, trusted = _peer(scope, policy)
+    peer, trusted = _peer(scope.get("client"), policy)
     # One pass: find identity headers in every spelling (and, from untrusted
     # peers, X-Forwarded-* and Forwarded, which frameworks reading a CGI-style
     # environ also take in their X_Forwarded_Host spelling), and index the rest.
@@ -107,12 +107,14 @@ def settling_fields(
     That is when a header is to be stripped (in any spelling, or
     ``X-Forwarded-*`` from an untrusted peer) or has a name not classified
     yet, when Host comes twice, when there is an Origin (CORS and CSRF read
-    it), or when the headers are not a list of byte pairs.
+    it), or when the scope is not a dict or its headers not a list of byte pairs.
     """
+    if type(scope) is not dict:  # as servers give it (and dict lookups are the fast ones)
+        return None
     headers = scope["headers"]
     if type(headers) is not list:
         return None
-    peer, trusted = _peer(scope, policy)
+    peer, trusted = _peer(scope.get("client"), policy)
     keys = policy.identity.keys[0 if trusted else 1]
     looked = _SETTLING_FORWARDED if forwarded else _SETTLING
     fields: dict[str, tuple[str, ...]] = {}
@@ -130,10 +132,10 @@ def settling_fields(
         elif key == "origin":
             return None
         else:
-            text = value.decode() if value.isascii() else value.decode("latin-1")
+            text = value.decode("latin-1")  # as the view decodes it (ASCII: as UTF-8 would)
             previous = fields.get(key)
             fields[key] = (text,) if previous is None else (*previous, text)
-    if host is not None and (forwarded or policy.rules.needs_host):  # else nothing reads it
+    if host is not None and (forwarded or policy.needs_host):  # else nothing reads it
         fields["host"] = (host.decode("latin-1"),)  # Latin-1, as the view decodes it
     return fields, peer, trusted
 
@@ -193,9 +195,9 @@ def _scheme(scope: Scope, headers: dict[str, tuple[str, ...]], trusted: bool) ->
     return scheme
 
 
-def _peer(scope: Scope, policy: Policy) -> tuple[str | None, bool]:
-    """The peer's address, and whether it is one of ``[server] trusted_proxies``."""
-    client = scope.get("client")
+def _peer(client: Any, policy: Policy) -> tuple[str | None, bool]:
+    """The peer's address, from the scope's ``client``, and whether it is one
+    of ``[server] trusted_proxies``."""
     peer = client[0] if client else None
     return peer, policy.trusts(peer) if policy.server.trusted_proxies else False
 

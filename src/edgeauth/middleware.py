@@ -131,6 +131,8 @@ class EdgeAuth:
         request without a credential, when :meth:`Engine.settled
         <edgeauth.pipeline.Engine.settled>` can decide it from the few header
         fields it reads; None: the whole path decides."""
+        if type(scope) is not dict:  # as servers give it (and dict lookups are the fast ones)
+            return None
         method = scope["method"]
         raw = scope.get("raw_path")
         if (method != "GET" and method != "HEAD") or type(raw) is not bytes:

@@ -150,7 +150,6 @@ class Engine:
         self._ids = RequestIds()
         self._routes: dict[tuple[str, str, bytes], tuple[_Route, Rule | None]] = {}
         self._missing_tails: dict[tuple[str, str, str | None, str | None], str] = {}
-        self._needs_host = policy.rules.needs_host
         self.watches_upstream = bool(policy.upstream_401_rules)
         """Whether :meth:`upstream_response` does anything for this policy."""
         # settled() answers nothing for a policy that records or watches allowed requests.
@@ -207,7 +206,7 @@ class Engine:
         if not self._settles:
             return None
         host = ""
-        if self._needs_host:
+        if self.policy.needs_host:
             hosts = fields.get("host")
             try:
                 host = _host_name(hosts[0] if hosts else None)
@@ -332,7 +331,7 @@ class Engine:
                 preflight = True
                 method = requested.upper() or method
         try:
-            host = _host_name(view.header("host")) if self.policy.rules.needs_host else ""
+            host = _host_name(view.header("host")) if self.policy.needs_host else ""
             (path, raw), rule = self._route(view, method, host)
             if preflight and (rule is None or rule.cors is None):
                 # Only a CORS rule answers a preflight. To any other it is the

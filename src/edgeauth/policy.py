@@ -173,6 +173,11 @@ class Policy:
     failed_auth: Limit | None = None
     upstream_401_rules: frozenset[str] = frozenset()
     counters: bool = False
+    needs_host: bool = field(init=False)
+    """Whether a rule is for some hosts only (the decision then reads Host)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "needs_host", self.rules.needs_host)
 
     def trusts(self, address: str | None) -> bool:
         """Is ``address`` (a TCP peer) one of ``[server] trusted_proxies``?"""
