@@ -578,6 +578,74 @@ def test_audit_file_loses_no_event_of_threads_emitting_at_once(tmp_path: Path) -
     assert seen == {t: list(range(per_thread)) for t in range(5)}
 
 
+def test_audit_file_event_emitted_while_another_thread_closes_is_not_stranded(
+    tmp_path: Path,
+) -> None:
+    """close() from another thread takes the waiting lines while the loop that
+    was to flush them emits one more, and that loop then stops without
+    another turn: the last event still reaches the fallback, not left behind."""
+    from collections import deque
+
+    from edgeauth.audit import FileAuditSink
+
+    class Fallback:
+        def __init__(self) -> None:
+            self.events: list[Mapping[str, Any]] = []
+
+        def emit(self, event: Mapping[str, Any]) -> None:
+            self.events.append(event)
+
+    draining, emitted, closed = threading.Event(), threading.Event(), threading.Event()
+
+    class Waiting(deque[str]):
+        """Lets the loop emit just as close() has taken the waiting lines."""
+
+        armed = False
+
+        def __bool__(self) -> bool:
+            empty = not len(self)
+            if empty and self.armed:  # close() found nothing more to take
+                self.armed = False
+                draining.set()
+                emitted.wait(0.2)  # the emit may have to wait for close()'s lock
+            return not empty
+
+    fallback = Fallback()
+    sink = FileAuditSink(tmp_path / "audit.log", fallback=fallback)
+    waiting = Waiting()
+    sink._pending = waiting
+
+    async def on_the_loop() -> None:
+        sink.emit({"n": 1})  # schedules this loop's flush
+        waiting.armed = True
+        assert draining.wait(10)
+        sink.emit({"n": 2})
+        emitted.set()
+        assert closed.wait(10)
+        asyncio.get_running_loop().stop()  # shutdown: no turn for the flush
+
+    loop = asyncio.new_event_loop()
+
+    def run() -> None:
+        task = loop.create_task(on_the_loop())
+        loop.run_forever()
+        loop.close()
+        assert task.done()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    for _ in range(1000):  # bounded: until the loop has emitted its first event
+        if waiting.armed:
+            break
+        threading.Event().wait(0.01)
+    sink.close()
+    closed.set()
+    thread.join(timeout=30)
+    assert [e["n"] for e in file_lines(tmp_path / "audit.log")] == [1]
+    assert [e["n"] for e in fallback.events] == [2]
+    assert not waiting
+
+
 def test_audit_file_event_without_a_loop_is_written_before_emit_returns(tmp_path: Path) -> None:
     """A synchronous caller finds its event in the file when emit returns."""
     from edgeauth.audit import FileAuditSink

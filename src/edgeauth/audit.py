@@ -374,10 +374,12 @@ class FileAuditSink:
     def _write_pending(self) -> list[str]:
         """Write the waiting lines in one write (under the lock); the lines
         that are not in the file (all of them once the sink is closed)."""
+        # Reset before taking the lines: an emit that still saw the scheduled
+        # flush has appended its line already, one that sees None takes the lock.
+        self._flush_on, self._pending_chars = None, 0
         pending, lines = self._pending, []
         while pending:
             lines.append(pending.popleft())
-        self._flush_on, self._pending_chars = None, 0
         if not lines or self._closed:
             return lines
         count = len(lines)
