@@ -161,9 +161,9 @@ def test_logging_sink_skips_work_when_disabled() -> None:
 
 def test_request_ids_are_unique_and_do_not_count_requests() -> None:
     """Request ids are 16 hex digits, unique, and consecutive ones are not consecutive numbers."""
-    from edgeauth.pipeline import request_ids
+    from edgeauth.pipeline import RequestIds
 
-    make = request_ids()
+    make = RequestIds().take
     ids = [make() for _ in range(50_000)]
     assert len(set(ids)) == len(ids)
     assert all(len(i) == 16 and int(i, 16) >= 0 for i in ids)
@@ -175,9 +175,9 @@ def test_request_ids_can_be_taken_from_several_threads() -> None:
     """An engine shared by threads (one event loop each) gets unique ids, no error."""
     import threading
 
-    from edgeauth.pipeline import request_ids
+    from edgeauth.pipeline import RequestIds
 
-    make = request_ids()
+    make = RequestIds().take
     taken: list[list[str]] = [[] for _ in range(4)]
 
     def take(into: list[str]) -> None:

@@ -34,6 +34,22 @@ def test_api_denial_headers_and_body() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "request_id", ["0f3a9c1d2e4b5a69", "rid-1", 'a"b\\c', "\u00e91", "\uff11\uff12", "", "a b"]
+)
+def test_the_request_id_in_a_json_body_is_always_its_json_string(request_id: str) -> None:
+    """Whatever the request id (edgeauth's hex digits written as they are,
+    anything else escaped): the body is JSON, the same as ``json.dumps`` of
+    the error, and ``error_body`` gives the same bytes."""
+    from edgeauth.responses import error_body
+
+    denial = Denial(request_id, Code.FORBIDDEN, "api")
+    body = render_denial(denial, "GET")[2]
+    expected = {"error": "Insufficient permissions", "code": "forbidden", "request_id": request_id}
+    assert body == json.dumps(expected, separators=(",", ":")).encode()
+    assert body == error_body(Code.FORBIDDEN, request_id)
+
+
 @pytest.mark.parametrize(("method", "status"), [("GET", 302), ("HEAD", 302), ("POST", 303)])
 def test_login_redirect_has_its_location_last_and_no_body(method: str, status: int) -> None:
     """A page denial with a login URL is a redirect: 302 for GET/HEAD, else 303."""

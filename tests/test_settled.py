@@ -741,6 +741,7 @@ async def test_a_scope_that_is_not_a_dict_is_decided_the_whole_way(tmp_path: Pat
     assert isinstance(app._settled(dict(allowed)), dict)  # settled as a plain dict
     assert app._settled(Scope(allowed)) is None
     assert app._settled(Scope(denied)) is None
+    assert settling_view(Scope(allowed), app.policy) is None  # the proxy's short path too
     inner = await whole_path(app, Scope(allowed))
     assert isinstance(inner, dict) and (b"x-user-id", b"alice") in inner["headers"]
     status, _, body = await middleware_answer(app, Scope(denied))

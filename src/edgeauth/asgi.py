@@ -94,7 +94,7 @@ def view_from_scope(scope: Scope, policy: Policy) -> tuple[RequestView, list[tup
 
 
 def settling_fields(
-    scope: Scope, policy: Policy, *, forwarded: bool = False
+    scope: dict[str, Any], policy: Policy, *, forwarded: bool = False
 ) -> tuple[dict[str, tuple[str, ...]], str | None, bool] | None:
     """What :meth:`Engine.settled <edgeauth.pipeline.Engine.settled>` reads of
     an ASGI request: its Cookie and Authorization values, its Host when a rule
@@ -107,10 +107,10 @@ def settling_fields(
     That is when a header is to be stripped (in any spelling, or
     ``X-Forwarded-*`` from an untrusted peer) or has a name not classified
     yet, when Host comes twice, when there is an Origin (CORS and CSRF read
-    it), or when the scope is not a dict or its headers not a list of byte pairs.
+    it), or when the headers are not a list of byte pairs. The scope is the
+    dict servers give (its callers send any other mapping the whole way: dict
+    lookups are the fast ones).
     """
-    if type(scope) is not dict:  # as servers give it (and dict lookups are the fast ones)
-        return None
     headers = scope["headers"]
     if type(headers) is not list:
         return None
@@ -145,6 +145,8 @@ def settling_view(scope: Scope, policy: Policy) -> tuple[RequestView, str | None
     whose headers are the fields read (``forwarded``), and the peer's
     address; None as there. The caller vouches for a GET or HEAD whose raw
     path is bytes."""
+    if type(scope) is not dict:  # see settling_fields
+        return None
     read = settling_fields(scope, policy, forwarded=True)
     if read is None:
         return None

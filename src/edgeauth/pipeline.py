@@ -33,6 +33,7 @@ from urllib.parse import quote_from_bytes
 from .audit import (
     DECISION_FIELDS,
     AuditSink,
+    Decision,
     FileAuditSink,
     LoggingAuditSink,
     decision_head,
@@ -67,7 +68,6 @@ _CHALLENGES: Final[dict[Code, Header]] = {
 }
 
 _MISSING: Final = Code.MISSING_CREDENTIALS
-_MISSING_TEXT: Final = _MISSING.value
 _MISSING_HEADERS: Final = (_CHALLENGES[_MISSING],)  # one tuple: renderers look it up
 # Audit line tails of settled 401s kept per engine (method, path, rule, client).
 _MISSING_TAILS: Final = 1024
@@ -105,11 +105,6 @@ class RequestIds:
             # 1,024 ids of 8 bytes each, split in C (hex with a space every 8 bytes).
             self._pool.extend(secrets.token_bytes(8 * 1024).hex(" ", 8).split())
             return self._pool.pop()
-
-
-def request_ids() -> Callable[[], str]:
-    """A source of request ids (:class:`RequestIds`): call it for the next one."""
-    return RequestIds().take
 
 
 class _Trace:
@@ -631,44 +626,33 @@ class Engine:
         self, denial: Denial, method: str, path: str, client: str | None, raw_path: bytes
     ) -> None:
         """Audit the 401 :meth:`settled` answers a request without a credential
-        (``denial``, with one of the engine's request ids): :meth:`_emit`'s
-        event, the part of its line after the request id remembered per
+        (``denial``, with one of the engine's request ids) as :meth:`_emit`
+        does, the part of its line after the request id remembered per
         method, canonical path, rule and client (the values it depends on)."""
+        plain = type(method) is str and (client is None or type(client) is str)
+        key = (method, path, denial.rule_id, client)
+        tail = self._missing_tails.get(key) if plain else None
         decisions = self._decisions
-        rule_id = denial.rule_id
-        if (
-            decisions is None
-            or type(method) is not str
-            or not (client is None or type(client) is str)
-        ):
+        if tail is None or decisions is None:
             trace = _Trace()
-            trace.path, trace.rule = path, rule_id
-            self._emit(denial, trace, method, client, raw_path)
-            return
-        now, rid = _iso(self._clock()), denial.request_id
-        path = _audited(path)
-        key = (method, path, rule_id, client)
-        try:
-            tail = self._missing_tails.get(key)
-            if tail is None:
-                rest = (  # DECISION_FIELDS after the request id, as _emit has them
-                    method, path, rule_id, "deny", _MISSING_TEXT, 401,
-                    None, None, client, None, None, None,
-                )  # fmt: skip
-                tail = decision_tail(rest)  # None for a value not of the plain types
-                if tail is None:
-                    decisions.emit_decision((now, rid, *rest))
-                    return
+            trace.path, trace.rule = path, denial.rule_id
+            values = self._emit(denial, trace, method, client, raw_path)
+            tail = None if values is None else decision_tail(values[2:])
+            if tail is not None:
                 remember(self._missing_tails, key, tail, _MISSING_TAILS)
+            return
+        try:
             # The engine's own request id: hex digits, JSON as they are.
-            decisions.emit_line(f'{decision_head(now)}"{rid}"{tail}')
+            line = f'{decision_head(_iso(self._clock()))}"{denial.request_id}"{tail}'
+            decisions.emit_line(line)
         except Exception:
-            log.exception("audit sink failed for request %s", rid)
+            log.exception("audit sink failed for request %s", denial.request_id)
 
     def _emit(
         self, outcome: Outcome, trace: _Trace, method: str, client: str | None, raw_path: bytes
-    ) -> None:
-        """Audit ``outcome`` for a ``method`` request from ``client`` to ``raw_path``."""
+    ) -> Decision | None:
+        """Audit ``outcome`` for a ``method`` request from ``client`` to ``raw_path``;
+        the event's values when they went to the file sink as a decision line."""
         code: str | None
         if type(outcome) is Denial:
             status = outcome.code.status
@@ -701,6 +685,7 @@ class Engine:
             decisions = self._decisions
             if decisions is not None and plain:
                 decisions.emit_decision(values)
+                return values
             else:
                 event = dict(zip(DECISION_FIELDS, values, strict=True))
                 if type(outcome) is Denial:
@@ -708,6 +693,7 @@ class Engine:
                 self._audit.emit(event)
         except Exception:
             log.exception("audit sink failed for request %s", outcome.request_id)
+        return None
 
 
 def json_denial(

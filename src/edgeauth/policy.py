@@ -174,7 +174,8 @@ class Policy:
     upstream_401_rules: frozenset[str] = frozenset()
     counters: bool = False
     needs_host: bool = field(init=False)
-    """Whether a rule is for some hosts only (the decision then reads Host)."""
+    """Whether a rule is for some hosts only (the decision then reads Host):
+    ``rules.needs_host``, kept here where the compiled build reads it natively."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "needs_host", self.rules.needs_host)

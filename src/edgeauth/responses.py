@@ -40,7 +40,14 @@ _COMMON: Final[list[tuple[bytes, bytes]]] = [
 
 def error_body(code: Code, request_id: str, message: str | None = None) -> bytes:
     """The JSON error body of every ``api`` denial."""
-    return b"".join((_body_head(code, message), _quote(request_id).encode(), b"}"))
+    return _body(_body_head(code, message), request_id)
+
+
+def _body(head: bytes, request_id: str) -> bytes:
+    """``head`` (a body up to the request id), the id as a JSON string, the end."""
+    if request_id.isascii() and request_id.isalnum():  # edgeauth's ids: JSON as they are
+        return b"".join((head, b'"', request_id.encode(), b'"}'))
+    return b"".join((head, _quote(request_id).encode(), b"}"))
 
 
 def _body_head(code: Code, message: str | None) -> bytes:
@@ -69,12 +76,9 @@ def render_denial(denial: Denial, method: str) -> Rendered:
         if prepared is None:
             prepared = remember(_JSON, key, _prepare_json(denial), 1024)
         status, constant, head = prepared
-        rid = denial.request_id.encode()
         headers = constant.copy()
-        headers[_REQUEST_ID] = (b"x-request-id", rid)
-        if rid.isalnum():  # ASCII letters and digits (edgeauth's ids): JSON as they are
-            return status, headers, b"".join((head, b'"', rid, b'"}'))
-        return status, headers, b"".join((head, _quote(denial.request_id).encode(), b"}"))
+        headers[_REQUEST_ID] = (b"x-request-id", denial.request_id.encode())
+        return status, headers, _body(head, denial.request_id)
     location = denial.location
     key2 = (location is None, denial.headers)
     page_headers = _PAGE_HEADERS.get(key2)
