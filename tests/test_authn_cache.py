@@ -89,12 +89,57 @@ def test_token_itself_is_not_stored() -> None:
     token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1MSJ9.c2lnbmF0dXJl"
     cache = TokenCache()
     cache.put("session", token, ALICE, expires_at=NOW + 60, key_tag="k", key_valid=always)
-    (authenticator, digest), entry = next(iter(cache._entries.items()))
-    assert authenticator == "session"
+    digest, entry = next(iter(cache._entries.items()))
     assert isinstance(digest, bytes)
     assert digest == hashlib.blake2b(token.encode()).digest()
     assert token.encode() not in digest
-    assert token not in repr(entry)
+    fields = ("authenticator", "identity", "expires_at", "key_tag", "key_valid", "serial")
+    held = [getattr(entry, name) for name in fields]
+    assert entry.authenticator == "session"
+    assert not any(token in repr(value) for value in held)
+
+
+def test_an_entry_serves_the_authenticator_that_verified_it_only() -> None:
+    """The same token verified by two authenticators (two claim mappings, say)
+    is never answered with the other's identity: the later put replaces the
+    earlier, whose authenticator then misses and verifies again."""
+    cache = TokenCache()
+    bob = Identity("bob")
+    cache.put("session", "t1", ALICE, expires_at=NOW + 60, key_tag="k", key_valid=always)
+    assert cache.get("bearer", "t1", NOW) is None
+    cache.put("bearer", "t1", bob, expires_at=NOW + 60, key_tag="k", key_valid=always)
+    assert cache.get("bearer", "t1", NOW) is bob
+    assert cache.get("session", "t1", NOW) is None
+    assert len(cache) == 1
+
+
+def test_a_hit_keeps_its_entry_for_at_least_half_the_cache() -> None:
+    """A hit entry is not evicted before max - max // 2 + 1 puts, even when the
+    hit did not move it (it was young enough); an entry hit that often stays
+    however many tokens pass through."""
+    size, young = 10, 10 // 2
+    cache = TokenCache(max_entries=size)
+    for n in range(size):
+        identity = Identity(f"t{n}")
+        cache.put("a", f"t{n}", identity, expires_at=NOW + 60, key_tag="k", key_valid=always)
+    hot = f"t{size - young + 1}"  # young: its hit does not move it
+    assert cache.get("a", hot, NOW) is not None
+    for n in range(size - young):  # size - young puts: still there
+        cache.put("a", f"u{n}", ALICE, expires_at=NOW + 60, key_tag="k", key_valid=always)
+    assert cache.get("a", hot, NOW) is not None
+    for n in range(1000):
+        cache.put("a", f"v{n}", ALICE, expires_at=NOW + 60, key_tag="k", key_valid=always)
+        if n % (size - young) == 0:
+            assert cache.get("a", hot, NOW) is not None, n
+    assert len(cache) == size
+
+
+def test_an_entry_not_hit_is_evicted_in_put_order() -> None:
+    """Entries never hit leave oldest first, one per put into a full cache."""
+    cache = TokenCache(max_entries=4)
+    for n in range(8):
+        cache.put("a", f"t{n}", ALICE, expires_at=NOW + 60, key_tag="k", key_valid=always)
+    assert [cache.get("a", f"t{n}", NOW) is not None for n in range(8)] == [False] * 4 + [True] * 4
 
 
 def test_max_entries_must_be_positive() -> None:

@@ -1,13 +1,21 @@
 """The verified-token cache: skip re-verifying a token seen moments ago.
 
-Per process and bounded. An entry is keyed by (authenticator id, BLAKE2b-512
-digest of the token), so the token itself is never stored, and it is dropped
-as soon as the token's ``exp`` (plus the authenticator's leeway) has passed
-or the key that verified it has left the key set (rotation). Revocation is not the cache's
-business: the pipeline checks it on every request, hit or miss.
+Per process and bounded. An entry is keyed by the BLAKE2b-512 digest of the
+token, so the token itself is never stored; it holds the id of the
+authenticator that verified the token, and serves that authenticator only.
+It is dropped as soon as the token's ``exp`` (plus the authenticator's leeway)
+has passed or the key that verified it has left the key set (rotation).
+Revocation is not the cache's business: the pipeline checks it on every
+request, hit or miss.
 
-Eviction is LRU: a hit moves the entry to the young end, a put into a full
-cache drops the least recently used entry.
+Eviction is nearly LRU, kept cheap on the path every cached request takes: a
+put into a full cache evicts the entry least recently put or moved, and a hit
+moves its entry to the young end only once at least ``max_entries // 2`` puts
+and moves have happened since the entry's own (most hits find a young entry,
+and skip the move). So an entry is evicted no sooner than
+``max_entries - max_entries // 2 + 1`` puts and moves after its last hit,
+where exact LRU would wait ``max_entries``; an entry hit at least that often
+is never evicted.
 """
 
 from __future__ import annotations
@@ -22,18 +30,39 @@ from ..model import Identity
 __all__ = ["TokenCache"]
 
 
-_Entry = tuple[Identity, float, object, Callable[[object], bool] | None]
-"""(identity, expires_at, key_tag, key_valid): a tuple, unpacked in one step."""
+class _Entry:
+    """A cached verification: read on every hit, never changed."""
+
+    __slots__ = ("authenticator", "expires_at", "identity", "key_tag", "key_valid", "serial")
+
+    def __init__(
+        self,
+        authenticator: str,
+        identity: Identity,
+        expires_at: float,
+        key_tag: object,
+        key_valid: Callable[[object], bool] | None,
+        serial: int,
+    ) -> None:
+        self.authenticator = authenticator
+        self.identity = identity
+        self.expires_at = expires_at
+        self.key_tag = key_tag
+        self.key_valid = key_valid
+        self.serial = serial  # when it was put or last moved to the young end
 
 
 class TokenCache:
-    """A bounded LRU map from (authenticator, token digest) to a verified identity.
+    """A bounded LRU map from a token's digest to the identity an authenticator
+    verified it as.
 
     >>> cache = TokenCache(max_entries=2)
     >>> cache.put("session", "a.b.c", Identity("u1"), expires_at=100.0,
     ...           key_tag="k1", key_valid=lambda tag: True)
     >>> cache.get("session", "a.b.c", now=99.0).subject
     'u1'
+    >>> cache.get("bearer", "a.b.c", now=99.0) is None
+    True
     >>> cache.get("session", "a.b.c", now=100.0) is None
     True
     """
@@ -42,27 +71,34 @@ class TokenCache:
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
         self._max = max_entries
-        self._entries: OrderedDict[tuple[str, bytes], _Entry] = OrderedDict()
+        self._young = max_entries // 2  # serials this close to the latest are not moved
+        self._serial = 0  # counts puts and moves
+        self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def get(self, authenticator: str, token: str, now: float) -> Identity | None:
-        """The identity cached for ``token``, or None on a miss, after
-        ``expires_at``, or when the entry's key is no longer in the key set."""
+        """The identity ``authenticator`` verified ``token`` as, or None on a
+        miss, after ``expires_at``, or when the entry's key is no longer in the
+        key set."""
         try:  # _digest, inline on the path every cached request takes
-            key = (authenticator, _hash(token.encode()).digest())
+            key = _hash(token.encode()).digest()
         except UnicodeEncodeError:
-            key = (authenticator, _digest(token))
-        entry = self._entries.get(key)
-        if entry is None:
+            key = _digest(token)
+        entries = self._entries
+        entry = entries.get(key)
+        if entry is None or entry.authenticator != authenticator:
             return None
-        identity, expires_at, key_tag, key_valid = entry
-        if now >= expires_at or (key_valid is not None and not key_valid(key_tag)):
-            del self._entries[key]
+        key_valid = entry.key_valid
+        if now >= entry.expires_at or (key_valid is not None and not key_valid(entry.key_tag)):
+            del entries[key]
             return None
-        self._entries.move_to_end(key)
-        return identity
+        if self._serial - entry.serial >= self._young:  # aged into the older half
+            self._serial += 1
+            entry.serial = self._serial
+            entries.move_to_end(key)
+        return entry.identity
 
     def put(
         self,
@@ -74,14 +110,18 @@ class TokenCache:
         key_tag: object,
         key_valid: Callable[[object], bool] | None,
     ) -> None:
-        """Remember a verified ``token`` until ``expires_at``: the first instant at
-        which it is no longer accepted (its ``exp`` plus the leeway), and as long as
-        ``key_valid(key_tag)`` holds (None: keys that never change)."""
-        key = (authenticator, _digest(token))
-        self._entries[key] = (identity, expires_at, key_tag, key_valid)
-        self._entries.move_to_end(key)
-        if len(self._entries) > self._max:
-            self._entries.popitem(last=False)
+        """Remember that ``authenticator`` verified ``token`` as ``identity``,
+        until ``expires_at``: the first instant at which it is no longer
+        accepted (its ``exp`` plus the leeway), and as long as
+        ``key_valid(key_tag)`` holds (None: keys that never change). It
+        replaces the token's entry from any other authenticator."""
+        key = _digest(token)
+        self._serial += 1
+        entries = self._entries
+        entries[key] = _Entry(authenticator, identity, expires_at, key_tag, key_valid, self._serial)
+        entries.move_to_end(key)
+        if len(entries) > self._max:
+            entries.popitem(last=False)
 
 
 def _digest(token: str) -> bytes:
