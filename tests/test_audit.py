@@ -602,18 +602,18 @@ def test_audit_file_event_emitted_while_another_thread_closes_is_not_stranded(
 
         armed = False
 
-        def __bool__(self) -> bool:
-            empty = not len(self)
-            if empty and self.armed:  # close() found nothing more to take
+        def popleft(self) -> str:
+            line = super().popleft()
+            if not len(self) and self.armed:  # close() has taken the last waiting line
                 self.armed = False
                 draining.set()
                 emitted.wait(0.2)  # the emit may have to wait for close()'s lock
-            return not empty
+            return line
 
     fallback = Fallback()
     sink = FileAuditSink(tmp_path / "audit.log", fallback=fallback)
     waiting = Waiting()
-    sink._pending = waiting
+    sink._pending, sink._push = waiting, waiting.append
 
     async def on_the_loop() -> None:
         sink.emit({"n": 1})  # schedules this loop's flush

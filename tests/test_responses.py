@@ -102,3 +102,42 @@ def test_api_denial_ignores_a_location() -> None:
     assert status == 403
     assert (b"content-type", b"application/json") in headers
     assert all(name != b"location" for name, _ in headers)
+
+
+def test_denials_of_different_kinds_in_turn_get_their_own_answers() -> None:
+    """Each JSON denial is answered by its own code, message and headers
+    whatever came before: kinds in turn, the same headers with another code,
+    equal messages and headers held by different objects."""
+    realm = (REALM,)
+    kinds = [
+        (Code.MISSING_CREDENTIALS, None, realm),
+        (Code.INVALID_TOKEN, None, realm),
+        (Code.INVALID_TOKEN, "token expired", realm),
+        (Code.INVALID_TOKEN, "".join(["token ", "expired"]), tuple(list(realm))),
+        (Code.FORBIDDEN, None, ()),
+        (Code.RATE_LIMITED, "slow down", (("retry-after", "3"),)),
+        (Code.MISSING_CREDENTIALS, None, (REALM, *CORS)),
+    ]
+    for n, (code, message, extra) in enumerate(kinds * 3):
+        rid = f"{n:016x}"
+        status, headers, body = render_denial(
+            Denial(rid, code, "api", headers=extra, message=message), "GET"
+        )
+        assert status == code.status
+        assert headers == [
+            *COMMON,
+            (b"x-request-id", rid.encode()),
+            *((k.encode(), v.encode()) for k, v in extra),
+            (b"content-type", b"application/json"),
+        ]
+        expected = {"error": message or code.message, "code": code.value, "request_id": rid}
+        assert body == json.dumps(expected, separators=(",", ":")).encode()
+
+
+def test_error_body_takes_any_request_id() -> None:
+    """Even an id that is not valid UTF-8 text (a lone surrogate) is escaped,
+    not an error."""
+    from edgeauth.responses import error_body
+
+    body = error_body(Code.BAD_REQUEST, "a\ud800")
+    assert json.loads(body)["request_id"] == "a\ud800"

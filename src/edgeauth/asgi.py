@@ -114,7 +114,9 @@ def settling_fields(
     headers = scope["headers"]
     if type(headers) is not list:
         return None
-    peer, trusted = _peer(scope.get("client"), policy)
+    client = scope.get("client")  # _peer's steps, without its tuple
+    peer = client[0] if client else None
+    trusted = policy.trusts(peer) if policy.server.trusted_proxies else False
     keys = policy.identity.keys[0 if trusted else 1]
     looked = _SETTLING_FORWARDED if forwarded else _SETTLING
     fields: dict[str, tuple[str, ...]] = {}

@@ -325,6 +325,7 @@ class FileAuditSink:
         # Lines waiting for the flush, without their newline: appended without
         # the lock, taken under it.
         self._pending: deque[str] = deque()
+        self._push = self._pending.append  # bound once: called on every event
         self._pending_chars = 0  # about: the loop's own events count it without the lock
         self._flush_on: asyncio.AbstractEventLoop | None = None  # the loop that will flush
 
@@ -349,7 +350,7 @@ class FileAuditSink:
             loop: asyncio.AbstractEventLoop | None = _running_loop()
         except RuntimeError:
             loop = None
-        self._pending.append(line)
+        self._push(line)
         if loop is not None and loop is self._flush_on:
             # This loop's flush is due (it runs on this thread, not meanwhile)
             # and will take the line, or another writer took it already.
@@ -377,14 +378,14 @@ class FileAuditSink:
         # Reset before taking the lines: an emit that still saw the scheduled
         # flush has appended its line already, one that sees None takes the lock.
         self._flush_on, self._pending_chars = None, 0
-        pending, lines = self._pending, []
-        while pending:
-            lines.append(pending.popleft())
+        take, lines = self._pending.popleft, []
+        for _ in range(len(self._pending)):  # those there now; a later one waits its turn
+            lines.append(take())
         if not lines or self._closed:
             return lines
         count = len(lines)
         lines.append("")  # the last line's newline
-        data = bytearray("\n".join(lines).encode("ascii"))
+        data = "\n".join(lines).encode("ascii")
         return lines[self._write(data, count) : count]
 
     def _fall_back(self, lines: list[str]) -> None:
@@ -396,7 +397,7 @@ class FileAuditSink:
             except Exception:  # the others must still get there
                 log.exception("the audit fallback failed")
 
-    def _write(self, data: bytearray, lines: int) -> int:
+    def _write(self, data: bytes, lines: int) -> int:
         """Append ``data``, that many whole lines, in one write; how many of
         them are in the file whole. A failure is reported once per outage."""
         now = self._clock()
@@ -405,7 +406,7 @@ class FileAuditSink:
             self._reopen_if_moved()
         ends_cut_line = self._cut_short
         if ends_cut_line:
-            data[:0] = b"\n"
+            data = b"\n" + data
         written = 0
         try:
             if self._fd is None:

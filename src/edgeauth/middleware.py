@@ -83,13 +83,14 @@ class EdgeAuth:
             add_handler(IdentityRequired, self._starlette_identity_required)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            if scope["type"] == "lifespan":
+        kind = scope["type"]
+        if kind != "http" and kind != "websocket":
+            if kind == "lifespan":
                 send = self._closing(send)
             await self.app(scope, receive, send)
             return
         inner = None
-        if scope["type"] == "http":
+        if kind == "http":
             try:
                 settled = self._settled(scope)
             except Exception:  # a malformed scope: the whole path answers it
@@ -163,8 +164,11 @@ class EdgeAuth:
         if allow.upstream_headers:  # a new list: ``headers`` may be the scope's own
             headers = [*headers, *self.policy.identity.encoded(allow.upstream_headers)]
         inner = dict(scope)
-        inner["path"] = allow.path
-        inner["raw_path"] = allow.raw_path
+        raw, path = inner.get("raw_path"), inner.get("path")  # mostly canonical already
+        if not (type(raw) is bytes and raw == allow.raw_path):
+            inner["raw_path"] = allow.raw_path
+        if not (type(path) is str and path == allow.path):
+            inner["path"] = allow.path
         inner["headers"] = headers
         inner["edgeauth"] = allow.identity
         inner["edgeauth.request_id"] = allow.request_id

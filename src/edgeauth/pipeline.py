@@ -68,7 +68,9 @@ _CHALLENGES: Final[dict[Code, Header]] = {
 }
 
 _MISSING: Final = Code.MISSING_CREDENTIALS
-_MISSING_HEADERS: Final = (_CHALLENGES[_MISSING],)  # one tuple: renderers look it up
+# One object, boxed once (a fixed-length tuple type would be boxed anew at each
+# use): renderers know it by identity.
+_MISSING_HEADERS: Final[tuple[Header, ...]] = (_CHALLENGES[_MISSING],)
 # Audit line tails of settled 401s kept per engine (method, path, rule, client).
 _MISSING_TAILS: Final = 1024
 
@@ -78,8 +80,16 @@ _ROUTE_MEMO_KEY_CHARS: Final = 1024
 
 _Refusal = tuple[Code, tuple[Header, ...]]
 """A rate-limit or lockout refusal: the code and the headers that explain it."""
-_Route = tuple[CanonicalPath, bytes]
-"""A canonical path and its raw form as bytes (what the upstream gets)."""
+
+
+class _Routed:
+    """What the route memo holds: a canonical path, its raw form as bytes (what
+    the upstream gets) and the rule it matches (None: no rule)."""
+
+    def __init__(self, path: CanonicalPath, raw: bytes, rule: Rule | None) -> None:
+        self.path = path
+        self.raw = raw
+        self.rule = rule
 
 
 def new_request_id() -> str:
@@ -102,8 +112,9 @@ class RequestIds:
         try:
             return self._pool.pop()
         except IndexError:
-            # 1,024 ids of 8 bytes each, split in C (hex with a space every 8 bytes).
-            self._pool.extend(secrets.token_bytes(8 * 1024).hex(" ", 8).split())
+            # 1,024 ids of 8 bytes each, cut from one hex string (cheaper than split()).
+            digits = secrets.token_hex(8 * 1024)
+            self._pool.extend([digits[i : i + 16] for i in range(0, len(digits), 16)])
             return self._pool.pop()
 
 
@@ -143,8 +154,10 @@ class Engine:
         sink = self._audit
         self._decisions: FileAuditSink | None = sink if type(sink) is FileAuditSink else None
         self._ids = RequestIds()
-        self._routes: dict[tuple[str, str, bytes], tuple[_Route, Rule | None]] = {}
+        self._routes: dict[tuple[str, str, bytes], _Routed] = {}
         self._missing_tails: dict[tuple[str, str, str | None, str | None], str] = {}
+        self._stamp = _Stamp(0)  # the audit's time text, for the second last asked
+        self._last_missing = _MissingTail("", "", None, None, "")  # the last line's tail
         self.watches_upstream = bool(policy.upstream_401_rules)
         """Whether :meth:`upstream_response` does anything for this policy."""
         # settled() answers nothing for a policy that records or watches allowed requests.
@@ -210,14 +223,19 @@ class Engine:
         found = self._routes.get((method, host, raw_path))
         if found is None:
             return None
-        (path, raw), rule = found
+        path, raw, rule = found.path, found.raw, found.rule
         if rule is None or not rule.settles:
             return None
         if not rule.sources:  # no authenticator: anonymous
             return Allow(self._ids.take(), rule.id, path.decoded, raw)
-        source = rule.sources[0]
+        source = rule.sources[0]  # a cookie or the Bearer token (Rule.settles)
         try:
-            credential = _read(source, fields)
+            if source.kind == "cookie":
+                cookies = fields.get("cookie")
+                credential = None if cookies is None else _cookie(cookies, source.name)
+            else:
+                authorization = fields.get("authorization")
+                credential = None if authorization is None else _bearer(authorization)
         except BadRequest:
             return None
         if credential is None:
@@ -237,7 +255,8 @@ class Engine:
         if not credential:
             return None
         now = self._clock()
-        identity = rule.attempts[0][0].verified(credential, now)
+        verified = rule.first_verified
+        identity = None if verified is None else verified(credential, now)
         if identity is None:
             return None
         listed = self.policy.state.revocations.current()
@@ -291,7 +310,7 @@ class Engine:
         if status == 401 and allow.rule_id in self.policy.upstream_401_rules:
             await self._count_failure(view, allow.request_id, allow.rule_id)
 
-    def _route(self, view: RequestView, method: str, host: str) -> tuple[_Route, Rule | None]:
+    def _route(self, view: RequestView, method: str, host: str) -> _Routed:
         """The canonical path and the matching rule, remembered (bounded) in
         ``self._routes`` per (method, host, raw path): both depend on nothing
         else. BadRequest for an ambiguous path is raised, not remembered."""
@@ -300,7 +319,9 @@ class Engine:
         if found is not None:
             return found
         path = canonicalize(view.raw_path)
-        found = (path, path.raw.encode()), self.policy.rules.match(method, host, path.decoded)
+        found = _Routed(
+            path, path.raw.encode(), self.policy.rules.match(method, host, path.decoded)
+        )
         if len(view.raw_path) + len(method) + len(host) <= _ROUTE_MEMO_KEY_CHARS:
             remember(self._routes, key, found)
         return found
@@ -327,15 +348,16 @@ class Engine:
                 method = requested.upper() or method
         try:
             host = _host_name(view.header("host")) if self.policy.needs_host else ""
-            (path, raw), rule = self._route(view, method, host)
-            if preflight and (rule is None or rule.cors is None):
+            routed = self._route(view, method, host)
+            if preflight and (routed.rule is None or routed.rule.cors is None):
                 # Only a CORS rule answers a preflight. To any other it is the
                 # OPTIONS request it is, matched, decided and forwarded as one.
                 preflight, method = False, view.method
-                (path, raw), rule = self._route(view, method, host)
+                routed = self._route(view, method, host)
         except BadRequest as exc:
             trace.reason = str(exc)
             return Denial(rid, Code.BAD_REQUEST)
+        path, raw, rule = routed.path, routed.raw, routed.rule
         trace.path = path.raw
         if rule is None:
             if self.policy.default_allow:
@@ -622,6 +644,14 @@ class Engine:
             )
         return _denial(code, rid, rule.id, page, cors, message)
 
+    def _stamp_now(self) -> _Stamp:
+        """The audit's time text for now (UTC, to the second)."""
+        second = int(self._clock())
+        stamp = self._stamp
+        if stamp.second != second:  # one object replaced whole: safe for threads to share
+            stamp = self._stamp = _Stamp(second)
+        return stamp
+
     def _emit_missing(
         self, denial: Denial, method: str, path: str, client: str | None, raw_path: bytes
     ) -> None:
@@ -629,21 +659,32 @@ class Engine:
         (``denial``, with one of the engine's request ids) as :meth:`_emit`
         does, the part of its line after the request id remembered per
         method, canonical path, rule and client (the values it depends on)."""
-        plain = type(method) is str and (client is None or type(client) is str)
-        key = (method, path, denial.rule_id, client)
-        tail = self._missing_tails.get(key) if plain else None
+        rule_id = denial.rule_id
         decisions = self._decisions
-        if tail is None or decisions is None:
-            trace = _Trace()
-            trace.path, trace.rule = path, denial.rule_id
-            values = self._emit(denial, trace, method, client, raw_path)
-            tail = None if values is None else decision_tail(values[2:])
-            if tail is not None:
-                remember(self._missing_tails, key, tail, _MISSING_TAILS)
-            return
+        last = self._last_missing
+        if decisions is None or not (  # the last one's route and client? (path and rule:
+            last.path is path  # the route memo's own objects)
+            and last.rule_id is rule_id
+            and last.method == method
+            and last.client == client
+        ):
+            plain = type(method) is str and (client is None or type(client) is str)
+            key = (method, path, rule_id, client)
+            tail = self._missing_tails.get(key) if plain else None
+            if tail is None or decisions is None:
+                trace = _Trace()
+                trace.path, trace.rule = path, rule_id
+                values = self._emit(denial, trace, method, client, raw_path)
+                tail = None if values is None else decision_tail(values[2:])
+                if tail is not None:
+                    remember(self._missing_tails, key, tail, _MISSING_TAILS)
+                return
+            self._last_missing = _MissingTail(method, path, rule_id, client, tail)
+        else:
+            tail = last.tail
         try:
             # The engine's own request id: hex digits, JSON as they are.
-            line = f'{decision_head(_iso(self._clock()))}"{denial.request_id}"{tail}'
+            line = f'{self._stamp_now().head}"{denial.request_id}"{tail}'
             decisions.emit_line(line)
         except Exception:
             log.exception("audit sink failed for request %s", denial.request_id)
@@ -663,7 +704,7 @@ class Engine:
             status, code, result = (204 if type(outcome) is Preflight else 200), None, "allow"
         path = _audited(trace.path if trace.path is not None else _printable(raw_path))
         values = (  # DECISION_FIELDS
-            _iso(self._clock()),
+            self._stamp_now().time,
             outcome.request_id,
             method,
             path,
@@ -764,6 +805,28 @@ def _iso(moment: float) -> str:
 _ISO: Final[dict[int, str]] = {}
 
 
+class _MissingTail:
+    """A settled 401's audit line after its request id, with what it depends on."""
+
+    def __init__(
+        self, method: str, path: str, rule_id: str | None, client: str | None, tail: str
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.rule_id = rule_id
+        self.client = client
+        self.tail = tail
+
+
+class _Stamp:
+    """One second's audit time: its text and a decision line's head."""
+
+    def __init__(self, second: int) -> None:
+        self.second = second
+        self.time = _iso(second)
+        self.head = decision_head(self.time)
+
+
 def _credentials(rule: Rule, view: RequestView) -> dict[CredentialSource, str]:
     """The credential in each place the rule reads; BadRequest when ambiguous."""
     headers = view.headers
@@ -832,7 +895,7 @@ def _cookie(headers: tuple[str, ...], name: str) -> str | None:
     for header in headers:
         if name not in header:
             continue
-        for pair in header.split(";") if ";" in header else (header,):
+        for pair in header.split(";") if ";" in header else [header]:  # a list either way
             # Spaces around the name are allowed (str.strip's whitespace).
             key, eq, value = pair.partition("=")
             if not eq or key.strip() != name:

@@ -8,7 +8,7 @@ does no parsing of configuration. Stores open no connection until first used.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -19,7 +19,7 @@ from .cors import CorsPolicy
 from .errors import ConfigError, ConfigIssue
 from .headers import IdentityHeaders
 from .memo import remember
-from .model import Kind
+from .model import Identity, Kind
 from .ratelimit import Limit, LimitStore, MemoryLimitStore, RedisLimitStore, Scope
 from .revocation import FileRevocations, RedisRevocations, RevocationStore
 from .rules import RuleSet
@@ -51,6 +51,9 @@ class Rule:
     """Each authenticator with each place it reads, in the order they are tried."""
     requires: bool = field(init=False)
     """Whether ``require`` asks anything of the identity."""
+    first_verified: Callable[[str, float], Identity | None] | None = field(init=False, repr=False)
+    """The first authenticator's ``verified`` (its cached identities), bound
+    once: the one a settled decision asks; None without authenticators."""
     settles: bool = field(init=False)
     """Whether an allowed request's decision can be settled from the route and
     at most one cached credential (see :meth:`edgeauth.pipeline.Engine.settled`):
@@ -64,6 +67,7 @@ class Rule:
         object.__setattr__(self, "attempts", attempts)
         object.__setattr__(self, "sources", tuple(dict.fromkeys(s for _, s in attempts)))
         object.__setattr__(self, "requires", not self.require.empty)
+        object.__setattr__(self, "first_verified", attempts[0][0].verified if attempts else None)
         settles = (
             (not self.sources or (len(self.sources) == 1 and self.sources[0].kind != "header"))
             and self.cors is None

@@ -45,8 +45,15 @@ def error_body(code: Code, request_id: str, message: str | None = None) -> bytes
 
 def _body(head: bytes, request_id: str) -> bytes:
     """``head`` (a body up to the request id), the id as a JSON string, the end."""
-    if request_id.isascii() and request_id.isalnum():  # edgeauth's ids: JSON as they are
-        return b"".join((head, b'"', request_id.encode(), b'"}'))
+    if request_id.isascii():
+        return _body_of(head, request_id, request_id.encode())
+    return b"".join((head, _quote(request_id).encode(), b"}"))
+
+
+def _body_of(head: bytes, request_id: str, encoded: bytes) -> bytes:
+    """:func:`_body`, given the id's UTF-8 bytes too (it has some)."""
+    if encoded.isalnum():  # ASCII letters and digits (edgeauth's ids): JSON as they are
+        return b"".join((head, b'"', encoded, b'"}'))
     return b"".join((head, _quote(request_id).encode(), b"}"))
 
 
@@ -71,14 +78,19 @@ _BODY_HEADS: Final[dict[tuple[Code, str | None], bytes]] = {}
 def render_denial(denial: Denial, method: str) -> Rendered:
     """Status, headers and body for ``denial`` answered to a ``method`` request."""
     if not denial.page:  # JSON: all but the request id prepared once per kind
-        key = (denial.code, denial.message, denial.headers)
-        prepared = _JSON.get(key)
-        if prepared is None:
-            prepared = remember(_JSON, key, _prepare_json(denial), 1024)
-        status, constant, head = prepared
-        headers = constant.copy()
-        headers[_REQUEST_ID] = (b"x-request-id", denial.request_id.encode())
-        return status, headers, _body(head, denial.request_id)
+        prepared = _LAST_JSON[0]
+        if not (
+            prepared.extra is denial.headers
+            and prepared.code is denial.code
+            and prepared.message is denial.message
+        ):  # not the same objects as the last one's (most denials share them)
+            prepared = _prepared_json(denial)
+        headers = prepared.headers.copy()
+        encoded = denial.request_id.encode()
+        headers[_REQUEST_ID] = (b"x-request-id", encoded)
+        if encoded.isalnum():  # as _body_of, the id's quote already on the head
+            return prepared.status, headers, prepared.opened + encoded + b'"}'
+        return prepared.status, headers, _body_of(prepared.head, denial.request_id, encoded)
     location = denial.location
     key2 = (location is None, denial.headers)
     page_headers = _PAGE_HEADERS.get(key2)
@@ -102,10 +114,53 @@ def render_denial(denial: Denial, method: str) -> Rendered:
     return status, headers, page.encode()
 
 
-def _prepare_json(denial: Denial) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    """What every JSON denial like ``denial`` answers: its status, its headers
-    with the request id's place left blank, and its body up to the request id."""
-    return denial.status, _constant_headers(denial, None), _body_head(denial.code, denial.message)
+class _Prepared:
+    """What every JSON denial of one kind answers: its status, its headers
+    with the request id's place left blank, and its body up to the request
+    id; with the code, message and extra headers that make the kind."""
+
+    def __init__(
+        self,
+        code: Code,
+        message: str | None,
+        extra: tuple[Header, ...],
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        head: bytes,
+    ) -> None:
+        self.code = code
+        self.message = message
+        self.extra = extra
+        self.status = status
+        self.headers = headers
+        self.head = head
+        self.opened = head + b'"'
+
+    def held_by(self, denial: Denial) -> _Prepared:
+        """This answer, holding ``denial``'s own message and headers objects
+        (equal to its own), so that denials sharing them find it by identity."""
+        if self.extra is denial.headers and self.message is denial.message:
+            return self
+        m, x = denial.message, denial.headers
+        return _Prepared(self.code, m, x, self.status, self.headers, self.head)
+
+
+def _prepare(code: Code, message: str | None, extra: tuple[Header, ...]) -> _Prepared:
+    denial = Denial("", code, headers=extra, message=message)
+    headers = _constant_headers(denial, None)
+    return _Prepared(code, message, extra, denial.status, headers, _body_head(code, message))
+
+
+def _prepared_json(denial: Denial) -> _Prepared:
+    """The prepared answer of ``denial``'s kind, remembered per (code, message,
+    extra headers), and kept as the last one used."""
+    key = (denial.code, denial.message, denial.headers)
+    prepared = _JSON.get(key)
+    if prepared is None:
+        prepared = remember(_JSON, key, _prepare(*key), 1024)
+    prepared = prepared.held_by(denial)
+    _LAST_JSON[0] = prepared
+    return prepared
 
 
 def _constant_headers(denial: Denial, location: str | None) -> list[tuple[bytes, bytes]]:
@@ -122,9 +177,8 @@ _REQUEST_ID: Final = len(_COMMON)
 # Per (code, message, extra headers) and per (not a redirect, extra headers).
 # Extra headers are challenges, CORS for the policy's origins and rate-limit
 # seconds: few keys.
-_JSON: Final[
-    dict[tuple[Code, str | None, tuple[Header, ...]], tuple[int, list[tuple[bytes, bytes]], bytes]]
-] = {}
+_JSON: Final[dict[tuple[Code, str | None, tuple[Header, ...]], _Prepared]] = {}
+_LAST_JSON: Final = [_prepare(Code.MISSING_CREDENTIALS, None, ())]  # a list: one native slot
 _PAGE_HEADERS: Final[dict[tuple[bool, tuple[Header, ...]], list[tuple[bytes, bytes]]]] = {}
 
 
