@@ -113,24 +113,50 @@ def test_an_entry_serves_the_authenticator_that_verified_it_only() -> None:
     assert len(cache) == 1
 
 
-def test_a_hit_keeps_its_entry_for_at_least_half_the_cache() -> None:
-    """A hit entry is not evicted before max - max // 2 + 1 puts, even when the
-    hit did not move it (it was young enough); an entry hit that often stays
-    however many tokens pass through."""
-    size, young = 10, 10 // 2
+@pytest.mark.parametrize("size", [1, 2, 3, 10, 11])
+def test_a_hit_keeps_its_entry_for_at_least_half_the_cache(size: int) -> None:
+    """The documented bound, exactly: an entry hit when it was just young
+    enough not to be moved (the worst case) is evicted by the
+    (size - young + 1)th put after the hit, not before; one a put older is
+    moved by its hit and waits a whole cache's size; an entry hit once every
+    size - young puts stays however many tokens pass through."""
+    young = max(size // 2, 1)
     cache = TokenCache(max_entries=size)
+
+    def put(token: str) -> None:
+        cache.put("a", token, Identity(token), expires_at=NOW + 60, key_tag="k", key_valid=always)
+
+    def held(token: str) -> bool:  # without a get, which could move it
+        return hashlib.blake2b(token.encode()).digest() in cache._entries
+
     for n in range(size):
-        identity = Identity(f"t{n}")
-        cache.put("a", f"t{n}", identity, expires_at=NOW + 60, key_tag="k", key_valid=always)
-    hot = f"t{size - young + 1}"  # young: its hit does not move it
+        put(f"t{n}")
+    hot = f"t{size - young}"  # put young puts before the hit: the oldest not moved
     assert cache.get("a", hot, NOW) is not None
-    for n in range(size - young):  # size - young puts: still there
-        cache.put("a", f"u{n}", ALICE, expires_at=NOW + 60, key_tag="k", key_valid=always)
-    assert cache.get("a", hot, NOW) is not None
-    for n in range(1000):
-        cache.put("a", f"v{n}", ALICE, expires_at=NOW + 60, key_tag="k", key_valid=always)
-        if n % (size - young) == 0:
+    for n in range(size - young):
+        put(f"u{n}")
+    assert held(hot)
+    put("one more")
+    assert not held(hot)
+
+    if size > young:  # one put older, the hit moves it: then it is the youngest
+        cache = TokenCache(max_entries=size)
+        for n in range(size):
+            put(f"t{n}")
+        moved = f"t{size - young - 1}"
+        assert cache.get("a", moved, NOW) is not None
+        for n in range(size - 1):
+            put(f"w{n}")
+        assert held(moved)
+        put("one more")
+        assert not held(moved)
+
+    every = size - young  # 0 for a cache of one entry: any put evicts it
+    put(hot)
+    for n in range(1000 if every else 0):
+        if n % every == 0:
             assert cache.get("a", hot, NOW) is not None, n
+        put(f"v{n}")
     assert len(cache) == size
 
 

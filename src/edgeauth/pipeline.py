@@ -59,18 +59,19 @@ _PREFLIGHT_REFUSED: Final = "CORS preflight refused"
 _LOGIN_CODES: Final = frozenset({Code.MISSING_CREDENTIALS, Code.INVALID_TOKEN, Code.REVOKED})
 _FAILED_AUTH: Final = frozenset({Code.INVALID_TOKEN, Code.REVOKED})
 _STORE_DOWN: Final = "Temporarily unavailable"
-# RFC 6750 §3: the challenge on API denials for a missing, bad or too weak token.
-_CHALLENGES: Final[dict[Code, Header]] = {
-    Code.MISSING_CREDENTIALS: ("www-authenticate", _REALM),
-    Code.INVALID_TOKEN: ("www-authenticate", f'{_REALM}, error="invalid_token"'),
-    Code.REVOKED: ("www-authenticate", f'{_REALM}, error="invalid_token"'),
-    Code.INSUFFICIENT_SCOPE: ("www-authenticate", f'{_REALM}, error="insufficient_scope"'),
+# RFC 6750 §3: the challenge on API denials for a missing, bad or too weak token,
+# as the headers of a denial without CORS fields. One tuple per code, typed as a
+# variable-length tuple so that it stays one object (a fixed-length one is boxed
+# anew at each use): renderers find the answer prepared for it by identity.
+_CHALLENGES: Final[dict[Code, tuple[Header, ...]]] = {
+    Code.MISSING_CREDENTIALS: (("www-authenticate", _REALM),),
+    Code.INVALID_TOKEN: (("www-authenticate", f'{_REALM}, error="invalid_token"'),),
+    Code.REVOKED: (("www-authenticate", f'{_REALM}, error="invalid_token"'),),
+    Code.INSUFFICIENT_SCOPE: (("www-authenticate", f'{_REALM}, error="insufficient_scope"'),),
 }
 
 _MISSING: Final = Code.MISSING_CREDENTIALS
-# One object, boxed once (a fixed-length tuple type would be boxed anew at each
-# use): renderers know it by identity.
-_MISSING_HEADERS: Final[tuple[Header, ...]] = (_CHALLENGES[_MISSING],)
+_MISSING_HEADERS: Final = _CHALLENGES[_MISSING]
 # Audit line tails of settled 401s kept per engine (method, path, rule, client).
 _MISSING_TAILS: Final = 1024
 
@@ -662,13 +663,14 @@ class Engine:
         rule_id = denial.rule_id
         decisions = self._decisions
         last = self._last_missing
+        plain = type(method) is str and (client is None or type(client) is str)
         if decisions is None or not (  # the last one's route and client? (path and rule:
-            last.path is path  # the route memo's own objects)
+            plain  # the route memo's own objects)
+            and last.path is path
             and last.rule_id is rule_id
             and last.method == method
             and last.client == client
         ):
-            plain = type(method) is str and (client is None or type(client) is str)
             key = (method, path, rule_id, client)
             tail = self._missing_tails.get(key) if plain else None
             if tail is None or decisions is None:
@@ -759,7 +761,7 @@ def _denial(
     headers = cors
     challenge = None if page else _CHALLENGES.get(code)
     if challenge is not None:
-        headers = (challenge, *cors) if cors else (challenge,)
+        headers = (*challenge, *cors) if cors else challenge
     return Denial(rid, code, rule_id, page, None, headers, message)
 
 

@@ -10,12 +10,13 @@ request, hit or miss.
 
 Eviction is nearly LRU, kept cheap on the path every cached request takes: a
 put into a full cache evicts the entry least recently put or moved, and a hit
-moves its entry to the young end only once at least ``max_entries // 2`` puts
-and moves have happened since the entry's own (most hits find a young entry,
-and skip the move). So an entry is evicted no sooner than
-``max_entries - max_entries // 2 + 1`` puts and moves after its last hit,
-where exact LRU would wait ``max_entries``; an entry hit at least that often
-is never evicted.
+moves its entry to the young end only once at least ``young`` puts and moves
+have happened since the entry's own, where ``young`` is half the cache
+(``max(max_entries // 2, 1)``): most hits find a young entry and skip the
+move. So an entry is evicted no sooner than ``max_entries - young + 1`` puts
+and moves after its last hit, where exact LRU would wait ``max_entries``; an
+entry hit at least once every ``max_entries - young`` puts and moves is never
+evicted.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ __all__ = ["TokenCache"]
 
 
 class _Entry:
-    """A cached verification: read on every hit, never changed."""
+    """A cached verification, read on every hit; only its serial changes
+    (when a hit moves it to the young end)."""
 
     __slots__ = ("authenticator", "expires_at", "identity", "key_tag", "key_valid", "serial")
 
@@ -71,7 +73,7 @@ class TokenCache:
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
         self._max = max_entries
-        self._young = max_entries // 2  # serials this close to the latest are not moved
+        self._young = max(max_entries // 2, 1)  # serials this close to the latest stay put
         self._serial = 0  # counts puts and moves
         self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
 
