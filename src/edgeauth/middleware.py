@@ -164,11 +164,8 @@ class EdgeAuth:
         if allow.upstream_headers:  # a new list: ``headers`` may be the scope's own
             headers = [*headers, *self.policy.identity.encoded(allow.upstream_headers)]
         inner = dict(scope)
-        raw, path = inner.get("raw_path"), inner.get("path")  # mostly canonical already
-        if not (type(raw) is bytes and raw == allow.raw_path):
-            inner["raw_path"] = allow.raw_path
-        if not (type(path) is str and path == allow.path):
-            inner["path"] = allow.path
+        inner["path"] = allow.path
+        inner["raw_path"] = allow.raw_path
         inner["headers"] = headers
         inner["edgeauth"] = allow.identity
         inner["edgeauth.request_id"] = allow.request_id
