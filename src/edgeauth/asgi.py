@@ -114,9 +114,7 @@ def settling_fields(
     headers = scope["headers"]
     if type(headers) is not list:
         return None
-    client = scope.get("client")  # _peer's steps, without its tuple
-    peer = client[0] if client else None
-    trusted = policy.trusts(peer) if policy.server.trusted_proxies else False
+    peer, trusted = _peer(scope.get("client"), policy)
     keys = policy.identity.keys[0 if trusted else 1]
     looked = _SETTLING_FORWARDED if forwarded else _SETTLING
     fields: dict[str, tuple[str, ...]] = {}

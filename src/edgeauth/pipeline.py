@@ -229,14 +229,9 @@ class Engine:
             return None
         if not rule.sources:  # no authenticator: anonymous
             return Allow(self._ids.take(), rule.id, path.decoded, raw)
-        source = rule.sources[0]  # a cookie or the Bearer token (Rule.settles)
+        source = rule.sources[0]
         try:
-            if source.kind == "cookie":
-                cookies = fields.get("cookie")
-                credential = None if cookies is None else _cookie(cookies, source.name)
-            else:
-                authorization = fields.get("authorization")
-                credential = None if authorization is None else _bearer(authorization)
+            credential = _read(source, fields)  # as the whole path reads it
         except BadRequest:
             return None
         if credential is None:
@@ -796,15 +791,9 @@ def _rate_headers(cors: tuple[Header, ...], checked: list[RateDecision]) -> tupl
 
 
 def _iso(moment: float) -> str:
-    """UTC to the second; the text is reused within the second it names."""
-    second = int(moment)
-    text = _ISO.get(second)
-    if text is None:
-        text = remember(_ISO, second, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second)), 4)
-    return text
-
-
-_ISO: Final[dict[int, str]] = {}
+    """UTC to the second (decision events take it from the engine's
+    :class:`_Stamp`, which keeps it within its second)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(moment)))
 
 
 class _MissingTail:

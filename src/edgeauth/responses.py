@@ -46,14 +46,15 @@ def error_body(code: Code, request_id: str, message: str | None = None) -> bytes
 def _body(head: bytes, request_id: str) -> bytes:
     """``head`` (a body up to the request id), the id as a JSON string, the end."""
     if request_id.isascii():
-        return _body_of(head, request_id, request_id.encode())
+        return _json_body(head, head + b'"', request_id, request_id.encode())
     return b"".join((head, _quote(request_id).encode(), b"}"))
 
 
-def _body_of(head: bytes, request_id: str, encoded: bytes) -> bytes:
-    """:func:`_body`, given the id's UTF-8 bytes too (it has some)."""
+def _json_body(head: bytes, opened: bytes, request_id: str, encoded: bytes) -> bytes:
+    """:func:`_body`, given ``head`` with the id's opening quote (``opened``)
+    and the id's UTF-8 bytes too."""
     if encoded.isalnum():  # ASCII letters and digits (edgeauth's ids): JSON as they are
-        return b"".join((head, b'"', encoded, b'"}'))
+        return opened + encoded + b'"}'
     return b"".join((head, _quote(request_id).encode(), b"}"))
 
 
@@ -88,14 +89,13 @@ def render_denial(denial: Denial, method: str) -> Rendered:
         headers = prepared.headers.copy()
         encoded = denial.request_id.encode()
         headers[_REQUEST_ID] = (b"x-request-id", encoded)
-        if encoded.isalnum():  # as _body_of, the id's quote already on the head
-            return prepared.status, headers, prepared.opened + encoded + b'"}'
-        return prepared.status, headers, _body_of(prepared.head, denial.request_id, encoded)
+        body = _json_body(prepared.head, prepared.opened, denial.request_id, encoded)
+        return prepared.status, headers, body
     location = denial.location
-    key2 = (location is None, denial.headers)
-    page_headers = _PAGE_HEADERS.get(key2)
+    key = (location is None, denial.headers)
+    page_headers = _PAGE_HEADERS.get(key)
     if page_headers is None:
-        page_headers = remember(_PAGE_HEADERS, key2, _constant_headers(denial, location), 1024)
+        page_headers = remember(_PAGE_HEADERS, key, _constant_headers(denial, location), 1024)
     headers = page_headers.copy()
     headers[_REQUEST_ID] = (b"x-request-id", denial.request_id.encode())
     if location is not None:

@@ -55,8 +55,8 @@ class _Entry:
 
 
 class TokenCache:
-    """A bounded LRU map from a token's digest to the identity an authenticator
-    verified it as.
+    """A bounded, nearly LRU map from a token's digest to the identity an
+    authenticator verified it as.
 
     >>> cache = TokenCache(max_entries=2)
     >>> cache.put("session", "a.b.c", Identity("u1"), expires_at=100.0,
