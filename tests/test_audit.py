@@ -679,6 +679,35 @@ def test_audit_file_events_left_by_a_stopped_loop_go_out_with_the_next(tmp_path:
     sink.close()
 
 
+def test_audit_file_events_left_by_a_stopped_loop_go_out_with_the_next_loops_first(
+    tmp_path: Path,
+) -> None:
+    """A loop that stopped with its flush due is not taken for the loop that
+    will write: an event emitted in the next loop run on the same thread
+    writes the waiting events and itself at once, in order."""
+    from edgeauth.audit import FileAuditSink
+
+    path = tmp_path / "audit.log"
+    sink = FileAuditSink(path)
+    first = asyncio.new_event_loop()
+
+    def emit_and_stop() -> None:
+        sink.emit({"n": 1})
+        first.stop()
+
+    first.call_soon(emit_and_stop)
+    first.run_forever()  # stopped before the turn that would write event 1
+
+    async def emit_in_the_next_loop() -> list[object]:
+        sink.emit({"n": 2})
+        return [e["n"] for e in file_lines(path)]  # before this loop takes a turn
+
+    assert asyncio.run(emit_in_the_next_loop()) == [1, 2]
+    first.close()
+    sink.close()
+    assert [e["n"] for e in file_lines(path)] == [1, 2]
+
+
 async def test_audit_file_two_writers_in_one_loop_never_interleave(tmp_path: Path) -> None:
     """Two workers' sinks on one file, both writing turns of many events: every
     line is one whole event and each writer's events keep their order."""

@@ -301,7 +301,9 @@ class FileAuditSink:
     An event emitted on the loop that will write it takes no lock: its line is
     appended to a deque (thread-safe) and left to that loop's flush; taking
     the lock costs more than the rest of the event. The line goes in before
-    the sink's state is read, so whichever writer runs next takes it.
+    the sink's state is read, so whichever writer runs next takes it. That
+    loop is recognised by its thread and by its running, not by asking for
+    the running loop: on Python 3.11 that asks the kernel for the process id.
     """
 
     def __init__(
@@ -328,6 +330,7 @@ class FileAuditSink:
         self._push = self._pending.append  # bound once: called on every event
         self._pending_chars = 0  # about: the loop's own events count it without the lock
         self._flush_on: asyncio.AbstractEventLoop | None = None  # the loop that will flush
+        self._flush_thread = 0  # the thread it was running in then
 
     def emit(self, event: Mapping[str, Any]) -> None:
         self._append(encode_event(event))
@@ -346,22 +349,25 @@ class FileAuditSink:
 
     def _append(self, line: str) -> None:
         """Queue ``line`` (ASCII, no newline) for the flush, or write it now."""
+        self._push(line)
+        flush_on = self._flush_on
+        if flush_on is not None and self._flush_thread == _thread_id() and flush_on.is_running():
+            # This thread's loop, whose flush is due (it runs here, not
+            # meanwhile), will take the line, or another writer took it already.
+            # (A loop that stopped does not run: it may never take it.)
+            self._pending_chars += len(line) + 1
+            if self._pending_chars <= _PENDING_BYTES:
+                return
         try:
             loop: asyncio.AbstractEventLoop | None = _running_loop()
         except RuntimeError:
             loop = None
-        self._push(line)
-        if loop is not None and loop is self._flush_on:
-            # This loop's flush is due (it runs on this thread, not meanwhile)
-            # and will take the line, or another writer took it already.
-            self._pending_chars += len(line) + 1
-            if self._pending_chars <= _PENDING_BYTES:
-                return
         with self._lock:
             if loop is not None and self._flush_on is None and not self._closed:
                 self._pending_chars += len(line) + 1
                 if self._pending_chars <= _PENDING_BYTES:
                     loop.call_soon(self._flush)
+                    self._flush_thread = _thread_id()  # before the loop: _append reads that first
                     self._flush_on = loop
                     return
             unwritten = self._write_pending()
@@ -460,5 +466,6 @@ class FileAuditSink:
 
 
 _running_loop: Final = asyncio.get_running_loop
+_thread_id: Final = threading.get_ident
 _REOPEN_CHECK_SECONDS: Final = 1.0
 _PENDING_BYTES: Final = 64 * 1024
