@@ -725,6 +725,28 @@ async def test_headers_in_a_tuple_are_decided_the_whole_way(tmp_path: Path) -> N
     assert isinstance(inner, dict) and (b"x-user-id", b"alice") in inner["headers"]
 
 
+async def test_header_fields_given_as_lists_are_decided_the_whole_way(tmp_path: Path) -> None:
+    """A server handing each field as a ``[name, value]`` list (the ASGI
+    specification allows any two-item iterable): the short path, which takes
+    only tuples of two, leaves the request alone; the whole path allows it
+    with the identity, or denies it, as it does the same fields as tuples."""
+    app = app_for(tmp_path)
+    allowed = scope_of("GET", b"/api/protected/x", [(b"host", b"a"), *COOKIE], PEERS[0])
+    denied = scope_of("GET", b"/api/protected/x", [(b"host", b"a")], PEERS[0])
+    for _ in range(2):
+        await whole_path(app, dict(allowed))
+        await middleware_answer(app, dict(denied))
+    assert isinstance(app._settled(dict(allowed)), dict)
+    assert isinstance(app._settled(dict(denied)), Denial)
+    as_lists = [dict(s, headers=[list(f) for f in s["headers"]]) for s in (allowed, denied)]
+    assert app._settled(dict(as_lists[0])) is None
+    assert app._settled(dict(as_lists[1])) is None
+    inner = await whole_path(app, dict(as_lists[0]))
+    assert isinstance(inner, dict) and (b"x-user-id", b"alice") in inner["headers"]
+    status, _, body = await middleware_answer(app, dict(as_lists[1]))
+    assert (status, json.loads(body)["code"]) == (401, "missing_credentials")
+
+
 async def test_a_scope_that_is_not_a_dict_is_decided_the_whole_way(tmp_path: Path) -> None:
     """A scope of another mapping type: the short path leaves it alone; the
     whole path decides it, allowed with the identity or denied alike."""

@@ -56,7 +56,7 @@ def view_from_scope(scope: Scope, policy: Policy) -> tuple[RequestView, list[tup
     # peers, X-Forwarded-* and Forwarded, which frameworks reading a CGI-style
     # environ also take in their X_Forwarded_Host spelling), and index the rest.
     # How a name is treated is memoized per name (IdentityHeaders.classify).
-    keys = policy.identity.keys[0 if trusted else 1]
+    keys = policy.identity.keys[0] if trusted else policy.identity.keys[1]  # no tuple boxed
     classify = policy.identity.classify
     which = 0 if trusted else 1
     headers = scope["headers"]
@@ -107,19 +107,22 @@ def settling_fields(
     That is when a header is to be stripped (in any spelling, or
     ``X-Forwarded-*`` from an untrusted peer) or has a name not classified
     yet, when Host comes twice, when there is an Origin (CORS and CSRF read
-    it), or when the headers are not a list of byte pairs. The scope is the
-    dict servers give (its callers send any other mapping the whole way: dict
-    lookups are the fast ones).
+    it), or when the headers are not a list of two-item tuples of bytes. The
+    scope is the dict servers give (its callers send any other mapping the
+    whole way: dict lookups are the fast ones).
     """
     headers = scope["headers"]
     if type(headers) is not list:
         return None
     peer, trusted = _peer(scope.get("client"), policy)
-    keys = policy.identity.keys[0 if trusted else 1]
+    keys = policy.identity.keys[0] if trusted else policy.identity.keys[1]  # no tuple boxed
     looked = _SETTLING_FORWARDED if forwarded else _SETTLING
     fields: dict[str, tuple[str, ...]] = {}
     host: bytes | None = None
-    for name, value in headers:
+    for pair in headers:
+        if type(pair) is not tuple or len(pair) != 2:  # a list, say: the whole path reads it
+            return None
+        name, value = pair  # a tuple of two: its items, with no iterator
         key = keys.get(name)
         if not key or type(value) is not bytes:  # stripped, not classified yet, malformed
             return None
