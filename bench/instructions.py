@@ -24,6 +24,18 @@ included (the kernel's part is not in any count): the raw app under uvicorn
 with a cached cookie, each sent ``--requests`` requests over four keep-alive
 connections after a warm-up, with callgrind counting only while they are
 answered. This is the path the decision endpoint's benchmark target is about.
+Then the middleware's two paths under uvicorn, each beside what it is
+compared with: the raw app and the middleware sent a cached cookie, and the
+raw app answering and auditing the denial with nothing decided
+(``bench.apps:audited_denial_app``) and the middleware denying a request
+without a credential. These are sent their requests 16 connections at a
+time, as wrk's 32 do, so that an event-loop turn answers several and the
+audit lines of a turn go out in one write.
+
+``--cache`` adds callgrind's cache simulation to ``--servers``: the first
+level's instruction and data read misses per request, which instructions do
+not show (this virtual machine exposes no hardware counters). The simulated
+caches are the host's sizes; the counts compare servers, not predict time.
 """
 
 from __future__ import annotations
@@ -77,6 +89,11 @@ def main() -> int:
         action="store_true",
         help="count whole server processes (raw app, edgeauth serve forward-auth) instead",
     )
+    parser.add_argument(
+        "--cache",
+        action="store_true",
+        help="with --servers: simulate the caches too (first-level misses per request)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     scenarios = list(args.scenarios) or list(SCENARIOS)
@@ -98,7 +115,9 @@ def main() -> int:
     if args.compare:
         builds.insert(0, ("compare", str(Path(args.compare).resolve())))
     if args.servers:
-        return _count_servers(builds, args.requests)
+        return _count_servers(builds, args.requests, cache=args.cache)
+    if args.cache:
+        parser.error("--cache counts with --servers only")
     print("instructions per request")
     print(f"{'scenario':14} {'build':8} {'raw app':>9} {'guarded':>9} {'added':>9}")
     for label, src in builds:
@@ -240,7 +259,10 @@ def _child(src: str, scenarios: list[str], requests: int) -> None:
     print("LOOPS " + " ".join(asyncio.run(count())), flush=True)
 
 
-def _count_servers(builds: list[tuple[str, str]], requests: int) -> int:
+Counts = tuple[int, int, int]  # instructions, first-level instruction and data read misses
+
+
+def _count_servers(builds: list[tuple[str, str]], requests: int, *, cache: bool = False) -> int:
     """Whole processes under callgrind, counting only while requests are answered."""
     if shutil.which("callgrind_control") is None:
         print("bench: callgrind_control (valgrind) is missing", file=sys.stderr)
@@ -253,36 +275,82 @@ def _count_servers(builds: list[tuple[str, str]], requests: int) -> int:
 
     now = int(time.time())
     claims = {"sub": "alice", "role": ["user"], "iss": ISSUER, "aud": AUDIENCE, "exp": now + 7200}
-    cookie = "session=" + jwt.encode({**claims, "iat": now}, SECRET, algorithm="HS256")
+    cookie = "Cookie: session=" + jwt.encode({**claims, "iat": now}, SECRET, algorithm="HS256")
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     python = str(ROOT / ".venv" / "bin" / "python")
-    print("instructions per request, whole server process (kernel not counted)")
-    print(f"{'server':30} {'build':8} {'instructions':>12}")
+    print("per request, whole server process (kernel not counted)")
+    misses = f" {'I1 misses':>10} {'D1 misses':>10}" if cache else ""
+    print(f"{'server':36} {'build':8} {'instructions':>12}{misses}")
+
+    def show(server: str, label: str, counts: Counts) -> None:
+        more = f" {counts[1]:10,} {counts[2]:10,}" if cache else ""
+        print(f"{server:36} {label:8} {counts[0]:12,}{more}", flush=True)
+
     with tempfile.TemporaryDirectory(prefix="edgeauth-ir-servers-") as tmp:
         work = Path(tmp)
-        port = free_port()
-        uvicorn = [python, "-m", "uvicorn", "bench.apps:raw_app", "--port", str(port),
-                   "--loop", "uvloop", "--http", "httptools", "--no-access-log",
-                   "--log-level", "warning"]  # fmt: skip
-        env = {"PYTHONPATH": str(ROOT)}
+        policy = write_policy(work, pem)  # the middleware's ([audit] file in work)
+        env = {
+            "PYTHONPATH": str(ROOT),
+            "BENCH_POLICY": str(policy),
+            "BENCH_AUDIT_FILE": str(work / "audit-floor.log"),
+        }
+
+        def uvicorn(app: str, port: int, *, factory: bool = False) -> list[str]:
+            return [python, "-m", "uvicorn", app, "--port", str(port), "--loop", "uvloop",
+                    "--http", "httptools", "--no-access-log", "--log-level", "warning",
+                    *(["--factory"] if factory else [])]  # fmt: skip
+
+        def count(
+            argv: list[str],
+            port: int,
+            build_env: dict[str, str],
+            path: str,
+            headers: list[str],
+            *,
+            together: int = 1,
+            status: int = 200,
+        ) -> Counts:
+            return _count_server(
+                work, port, argv, {**env, **build_env}, path, headers, requests,
+                cache=cache, together=together, status=status,
+            )  # fmt: skip
+
         # The raw app is sent the decision request's very headers: both parse the same bytes.
-        asked = ["X-Original-URI: /api/session/x", "X-Original-Method: GET"]
-        count = _count_server(work, port, uvicorn, env, "/api/session/x", asked, requests, cookie)
-        print(f"{'raw app (uvicorn)':30} {'-':8} {count:12,}")
+        asked = ["X-Original-URI: /api/session/x", "X-Original-Method: GET", cookie]
+        port = free_port()
+        counted = count(uvicorn("bench.apps:raw_app", port), port, {}, "/api/session/x", asked)
+        show("raw app (uvicorn)", "-", counted)
         for label, src in builds:
             port = free_port()
             listen = f"127.0.0.1:{port}"
-            policy = write_policy(work, pem, upstream="http://127.0.0.1:9", listen=listen)
+            proxy = write_policy(work, pem, upstream="http://127.0.0.1:9", listen=listen)
             serve = [python, "-c", "from edgeauth.cli import main; main()",
-                     "serve", "--config", str(policy)]  # fmt: skip
-            env = {"PYTHONPATH": src}
-            count = _count_server(
-                work, port, serve, env, "/_edgeauth/auth", asked, requests, cookie
-            )
-            print(f"{'serve, forward-auth, cached':30} {label:8} {count:12,}")
+                     "serve", "--config", str(proxy)]  # fmt: skip
+            counted = count(serve, port, {"PYTHONPATH": src}, "/_edgeauth/auth", asked)
+            show("serve, forward-auth, cached", label, counted)
+        # The middleware, each path beside what it is compared with, 16 at a time.
+        port = free_port()
+        raw = uvicorn("bench.apps:raw_app", port)
+        show("raw app, cookie", "-", count(raw, port, {}, "/api/session/x", [cookie], together=16))
+        for label, src in builds:
+            port = free_port()
+            guarded = uvicorn("bench.apps:guarded_app", port, factory=True)
+            build = {"PYTHONPATH": f"{src}{os.pathsep}{ROOT}"}
+            counted = count(guarded, port, build, "/api/session/x", [cookie], together=16)
+            show("middleware, cached cookie", label, counted)
+        port = free_port()
+        floor = uvicorn("bench.apps:audited_denial_app", port)
+        counted = count(floor, port, {}, "/api/session/x", [], together=16, status=401)
+        show("raw app, audited denial", "-", counted)
+        for label, src in builds:
+            port = free_port()
+            guarded = uvicorn("bench.apps:guarded_app", port, factory=True)
+            build = {"PYTHONPATH": f"{src}{os.pathsep}{ROOT}"}
+            counted = count(guarded, port, build, "/api/session/x", [], together=16, status=401)
+            show("middleware, denied", label, counted)
     return 0
 
 
@@ -294,13 +362,20 @@ def _count_server(
     path: str,
     headers: list[str],
     requests: int,
-    cookie: str,
-) -> int:
-    """Instructions per request of the server ``argv`` listening on ``port``."""
+    *,
+    cache: bool,
+    together: int,
+    status: int,
+) -> Counts:
+    """Instructions (and, with ``cache``, first-level misses) per request of
+    the server ``argv`` listening on ``port``, sent ``together`` requests at a
+    time on as many connections, each answered ``status``."""
     from bench.run import stop, wait_for_port
 
     out = work / f"callgrind.{port}"
     valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no"]
+    if cache:
+        valgrind.append("--cache-sim=yes")
     proc = subprocess.Popen(  # noqa: S603
         [*valgrind, f"--callgrind-out-file={out}", *argv],
         env={**os.environ, **env},
@@ -308,35 +383,40 @@ def _count_server(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    counted = requests - requests % together
     try:
         wait_for_port(port, proc, timeout=300)
-        lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", *headers, f"Cookie: {cookie}"]
+        lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", *headers]
         request = ("\r\n".join(lines) + "\r\n\r\n").encode()
+        expect = f"HTTP/1.1 {status} ".encode()
         with contextlib.ExitStack() as stack:
             connections = [
                 stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=60))
-                for _ in range(4)
+                for _ in range(max(4, together))
             ]
-            _exchange(connections, request, 200)  # warm-up: memos, token cache
+            _exchange(connections, request, 208, together, expect)  # warm-up: memos, token cache
             _instrument(proc.pid, "on")
-            _exchange(connections, request, requests)
+            _exchange(connections, request, counted, together, expect)
             _instrument(proc.pid, "off")
     finally:
         stop(proc, signal.SIGINT, timeout=120)  # callgrind writes its counts on the way out
     # With instrumentation switched on and off by hand, callgrind's summary line
     # can read 0: the totals line holds the count.
-    dumps = list(work.glob(f"callgrind.{port}*"))
-    total = sum(
-        max(
-            int(line.split()[1])
-            for line in dump.read_text().splitlines()
-            if line.startswith(("summary:", "totals:"))
-        )
-        for dump in dumps
-    )
-    for dump in dumps:
+    totals = [0, 0, 0]
+    for dump in work.glob(f"callgrind.{port}*"):
+        text = dump.read_text().splitlines()
+        events = next(line.split()[1:] for line in text if line.startswith("events:"))
+        for line in text:
+            if line.startswith(("summary:", "totals:")):
+                values = dict(zip(events, map(int, line.split()[1:]), strict=False))
+                if values.get("Ir", 0) > totals[0]:  # the larger of the two lines
+                    totals = [values.get(e, 0) for e in ("Ir", "I1mr", "D1mr")]
         dump.unlink()
-    return round(total / requests)
+    return (
+        round(totals[0] / counted),
+        round(totals[1] / counted),
+        round(totals[2] / counted),
+    )
 
 
 def _instrument(pid: int, state: str) -> None:
@@ -344,27 +424,37 @@ def _instrument(pid: int, state: str) -> None:
     subprocess.run(control, check=True, capture_output=True, timeout=120)  # noqa: S603
 
 
-def _exchange(connections: list[socket.socket], request: bytes, count: int) -> None:
-    """``count`` requests, in turn over ``connections``, each answered 200 before the next."""
-    for i in range(count):
-        connection = connections[i % len(connections)]
-        connection.sendall(request)
-        received = b""
-        while b"\r\n\r\n" not in received:
-            chunk = connection.recv(65536)
-            if not chunk:
-                raise SystemExit("bench: the server closed the connection")
-            received += chunk
-        head, _, body = received.partition(b"\r\n\r\n")
-        if not head.startswith(b"HTTP/1.1 200 "):
-            raise SystemExit(f"bench: unexpected answer {head[:60]!r}")
-        length = re.search(rb"(?im)^content-length: *(\d+)", head)
-        remaining = (int(length[1]) if length else 0) - len(body)
-        while remaining > 0:
-            chunk = connection.recv(65536)
-            if not chunk:
-                raise SystemExit("bench: the server closed the connection")
-            remaining -= len(chunk)
+def _exchange(
+    connections: list[socket.socket], request: bytes, count: int, together: int, expect: bytes
+) -> None:
+    """``count`` requests over ``connections``: ``together`` of them sent at once
+    (one per connection), then their answers read, each checked to be ``expect``."""
+    for first in range(0, count, together):
+        turn = [connections[(first + i) % len(connections)] for i in range(together)]
+        for connection in turn:
+            connection.sendall(request)
+        for connection in turn:
+            _answer(connection, expect)
+
+
+def _answer(connection: socket.socket, expect: bytes) -> None:
+    """Read one answer from ``connection`` (head and body)."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = connection.recv(65536)
+        if not chunk:
+            raise SystemExit("bench: the server closed the connection")
+        received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    if not head.startswith(expect):
+        raise SystemExit(f"bench: unexpected answer {head[:60]!r}")
+    length = re.search(rb"(?im)^content-length: *(\d+)", head)
+    remaining = (int(length[1]) if length else 0) - len(body)
+    while remaining > 0:
+        chunk = connection.recv(65536)
+        if not chunk:
+            raise SystemExit("bench: the server closed the connection")
+        remaining -= len(chunk)
 
 
 def _scope(path: str, headers: list[tuple[bytes, bytes]] | None = None) -> dict[str, Any]:
