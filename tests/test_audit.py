@@ -657,6 +657,20 @@ def test_audit_file_event_without_a_loop_is_written_before_emit_returns(tmp_path
     sink.close()
 
 
+def stopped_with_its_flush_due(sink: Any, event: dict[str, object]) -> asyncio.AbstractEventLoop:
+    """A new loop that emits ``event`` to ``sink`` and stops before the turn
+    that would write it (not closed)."""
+    loop = asyncio.new_event_loop()
+
+    def emit_and_stop() -> None:
+        sink.emit(event)
+        loop.stop()
+
+    loop.call_soon(emit_and_stop)
+    loop.run_forever()
+    return loop
+
+
 def test_audit_file_events_left_by_a_stopped_loop_go_out_with_the_next(tmp_path: Path) -> None:
     """A loop that stops before the turn that would write its events does not
     lose them: the next event, or close(), writes them first."""
@@ -664,15 +678,7 @@ def test_audit_file_events_left_by_a_stopped_loop_go_out_with_the_next(tmp_path:
 
     path = tmp_path / "audit.log"
     sink = FileAuditSink(path)
-    loop = asyncio.new_event_loop()
-
-    def emit_and_stop() -> None:
-        sink.emit({"n": 1})
-        loop.stop()
-
-    loop.call_soon(emit_and_stop)
-    loop.run_forever()
-    loop.close()
+    stopped_with_its_flush_due(sink, {"n": 1}).close()
     assert not path.exists() or file_lines(path) == []
     sink.emit({"n": 2})
     assert [e["n"] for e in file_lines(path)] == [1, 2]
@@ -689,14 +695,7 @@ def test_audit_file_events_left_by_a_stopped_loop_go_out_with_the_next_loops_fir
 
     path = tmp_path / "audit.log"
     sink = FileAuditSink(path)
-    first = asyncio.new_event_loop()
-
-    def emit_and_stop() -> None:
-        sink.emit({"n": 1})
-        first.stop()
-
-    first.call_soon(emit_and_stop)
-    first.run_forever()  # stopped before the turn that would write event 1
+    first = stopped_with_its_flush_due(sink, {"n": 1})
 
     async def emit_in_the_next_loop() -> list[object]:
         sink.emit({"n": 2})

@@ -725,17 +725,24 @@ async def test_headers_in_a_tuple_are_decided_the_whole_way(tmp_path: Path) -> N
     assert isinstance(inner, dict) and (b"x-user-id", b"alice") in inner["headers"]
 
 
+async def routed_pair(app: EdgeAuth) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Two requests to an ``api`` rule, with the cookie and without a
+    credential, each decided twice the whole way (the short path's routes)."""
+    allowed = scope_of("GET", b"/api/protected/x", [(b"host", b"a"), *COOKIE], PEERS[0])
+    denied = scope_of("GET", b"/api/protected/x", [(b"host", b"a")], PEERS[0])
+    for _ in range(2):
+        await whole_path(app, dict(allowed))
+        await middleware_answer(app, dict(denied))
+    return allowed, denied
+
+
 async def test_header_fields_given_as_lists_are_decided_the_whole_way(tmp_path: Path) -> None:
     """A server handing each field as a ``[name, value]`` list (the ASGI
     specification allows any two-item iterable): the short path, which takes
     only tuples of two, leaves the request alone; the whole path allows it
     with the identity, or denies it, as it does the same fields as tuples."""
     app = app_for(tmp_path)
-    allowed = scope_of("GET", b"/api/protected/x", [(b"host", b"a"), *COOKIE], PEERS[0])
-    denied = scope_of("GET", b"/api/protected/x", [(b"host", b"a")], PEERS[0])
-    for _ in range(2):
-        await whole_path(app, dict(allowed))
-        await middleware_answer(app, dict(denied))
+    allowed, denied = await routed_pair(app)
     assert isinstance(app._settled(dict(allowed)), dict)
     assert isinstance(app._settled(dict(denied)), Denial)
     as_lists = [dict(s, headers=[list(f) for f in s["headers"]]) for s in (allowed, denied)]
@@ -755,11 +762,7 @@ async def test_a_scope_that_is_not_a_dict_is_decided_the_whole_way(tmp_path: Pat
         pass
 
     app = app_for(tmp_path)
-    allowed = scope_of("GET", b"/api/protected/x", [(b"host", b"a"), *COOKIE], PEERS[0])
-    denied = scope_of("GET", b"/api/protected/x", [(b"host", b"a")], PEERS[0])
-    for _ in range(2):
-        await whole_path(app, dict(allowed))
-        await middleware_answer(app, dict(denied))
+    allowed, denied = await routed_pair(app)
     assert isinstance(app._settled(dict(allowed)), dict)  # settled as a plain dict
     assert app._settled(Scope(allowed)) is None
     assert app._settled(Scope(denied)) is None
