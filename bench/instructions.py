@@ -332,25 +332,22 @@ def _count_servers(builds: list[tuple[str, str]], requests: int, *, cache: bool 
             counted = count(serve, port, {"PYTHONPATH": src}, "/_edgeauth/auth", asked)
             show("serve, forward-auth, cached", label, counted)
         # The middleware, each path beside what it is compared with, 16 at a time.
-        port = free_port()
-        raw = uvicorn("bench.apps:raw_app", port)
-        show("raw app, cookie", "-", count(raw, port, {}, "/api/session/x", [cookie], together=16))
-        for label, src in builds:
+        paths = [  # baseline's name and app, the middleware's path, headers, status
+            ("raw app, cookie", "raw_app", "cached cookie", [cookie], 200),
+            ("raw app, audited denial", "audited_denial_app", "denied", [], 401),
+        ]
+        for baseline, app, path_name, headers, status in paths:
             port = free_port()
-            guarded = uvicorn("bench.apps:guarded_app", port, factory=True)
-            build = {"PYTHONPATH": f"{src}{os.pathsep}{ROOT}"}
-            counted = count(guarded, port, build, "/api/session/x", [cookie], together=16)
-            show("middleware, cached cookie", label, counted)
-        port = free_port()
-        floor = uvicorn("bench.apps:audited_denial_app", port)
-        counted = count(floor, port, {}, "/api/session/x", [], together=16, status=401)
-        show("raw app, audited denial", "-", counted)
-        for label, src in builds:
-            port = free_port()
-            guarded = uvicorn("bench.apps:guarded_app", port, factory=True)
-            build = {"PYTHONPATH": f"{src}{os.pathsep}{ROOT}"}
-            counted = count(guarded, port, build, "/api/session/x", [], together=16, status=401)
-            show("middleware, denied", label, counted)
+            counted = count(uvicorn(f"bench.apps:{app}", port), port, {}, "/api/session/x", headers,
+                            together=16, status=status)  # fmt: skip
+            show(baseline, "-", counted)
+            for label, src in builds:
+                port = free_port()
+                guarded = uvicorn("bench.apps:guarded_app", port, factory=True)
+                build = {"PYTHONPATH": f"{src}{os.pathsep}{ROOT}"}
+                counted = count(guarded, port, build, "/api/session/x", headers,
+                                together=16, status=status)  # fmt: skip
+                show(f"middleware, {path_name}", label, counted)
     return 0
 
 

@@ -750,6 +750,16 @@ async def test_header_fields_given_as_lists_are_decided_the_whole_way(tmp_path: 
     assert app._settled(dict(as_lists[1])) is None
     inner = await whole_path(app, dict(as_lists[0]))
     assert isinstance(inner, dict) and (b"x-user-id", b"alice") in inner["headers"]
+    # A spoofed identity header in that form is stripped all the same.
+    spoofed = [*as_lists[0]["headers"], [b"x-user-id", b"mallory"], [b"X_User_Id", b"eve"]]
+    inner = await whole_path(app, dict(as_lists[0], headers=spoofed))
+    assert isinstance(inner, dict)
+    user = [
+        bytes(v)
+        for n, v in inner["headers"]
+        if bytes(n).lower().replace(b"_", b"-") == b"x-user-id"
+    ]
+    assert user == [b"alice"]
     status, _, body = await middleware_answer(app, dict(as_lists[1]))
     assert (status, json.loads(body)["code"]) == (401, "missing_credentials")
 
