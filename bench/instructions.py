@@ -380,7 +380,7 @@ def _count_server(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    counted = requests - requests % together
+    counted = max(together, requests - requests % together)  # whole turns
     try:
         wait_for_port(port, proc, timeout=300)
         lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", *headers]
@@ -391,7 +391,7 @@ def _count_server(
                 stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=60))
                 for _ in range(max(4, together))
             ]
-            _exchange(connections, request, 208, together, expect)  # warm-up: memos, token cache
+            _exchange(connections, request, 200, together, expect)  # warm-up: memos, token cache
             _instrument(proc.pid, "on")
             _exchange(connections, request, counted, together, expect)
             _instrument(proc.pid, "off")
@@ -399,15 +399,17 @@ def _count_server(
         stop(proc, signal.SIGINT, timeout=120)  # callgrind writes its counts on the way out
     # With instrumentation switched on and off by hand, callgrind's summary line
     # can read 0: the totals line holds the count.
-    totals = [0, 0, 0]
+    totals = [0, 0, 0]  # summed over the dumps, each read from its larger line
     for dump in work.glob(f"callgrind.{port}*"):
         text = dump.read_text().splitlines()
         events = next(line.split()[1:] for line in text if line.startswith("events:"))
+        largest = [0, 0, 0]
         for line in text:
             if line.startswith(("summary:", "totals:")):
                 values = dict(zip(events, map(int, line.split()[1:]), strict=False))
-                if values.get("Ir", 0) > totals[0]:  # the larger of the two lines
-                    totals = [values.get(e, 0) for e in ("Ir", "I1mr", "D1mr")]
+                if values.get("Ir", 0) > largest[0]:
+                    largest = [values.get(e, 0) for e in ("Ir", "I1mr", "D1mr")]
+        totals = [t + n for t, n in zip(totals, largest, strict=True)]
         dump.unlink()
     return (
         round(totals[0] / counted),

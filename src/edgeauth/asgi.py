@@ -56,7 +56,7 @@ def view_from_scope(scope: Scope, policy: Policy) -> tuple[RequestView, list[tup
     # peers, X-Forwarded-* and Forwarded, which frameworks reading a CGI-style
     # environ also take in their X_Forwarded_Host spelling), and index the rest.
     # How a name is treated is memoized per name (IdentityHeaders.classify).
-    keys = policy.identity.keys[0] if trusted else policy.identity.keys[1]  # no tuple boxed
+    keys = policy.identity.keys_for(trusted)
     classify = policy.identity.classify
     which = 0 if trusted else 1
     headers = scope["headers"]
@@ -115,7 +115,7 @@ def settling_fields(
     if type(headers) is not list:
         return None
     peer, trusted = _peer(scope.get("client"), policy)
-    keys = policy.identity.keys[0] if trusted else policy.identity.keys[1]  # no tuple boxed
+    keys = policy.identity.keys_for(trusted)
     looked = _SETTLING_FORWARDED if forwarded else _SETTLING
     fields: dict[str, tuple[str, ...]] = {}
     host: bytes | None = None

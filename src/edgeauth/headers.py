@@ -199,6 +199,12 @@ class IdentityHeaders:
         untrusted): ASGI header name -> its key, or "" when it is stripped. One
         lookup per header on the hot path."""
 
+    def keys_for(self, trusted: bool) -> dict[bytes, str]:
+        """The memo of :attr:`keys` for a trusted or an untrusted peer (each
+        item read by its own index: the compiled build would box the pair into
+        a new tuple to index it by a value)."""
+        return self.keys[0] if trusted else self.keys[1]
+
     def classify(self, name: bytes) -> tuple[str | None, str | None]:
         """How an incoming header ``name`` is treated: its lower-case text key
         when kept, None when stripped, for a trusted and for an untrusted peer.
