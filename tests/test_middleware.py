@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import logging
 from pathlib import Path
@@ -770,6 +772,59 @@ async def test_lifespan_shutdown_closes_the_policy(
         "lifespan.startup.complete after []",
         "lifespan.shutdown.complete after ['policy']",
     ]
+
+
+# Serving -------------------------------------------------------------------
+
+
+def test_servers_serve_it_as_asgi_3(app: EdgeAuth) -> None:
+    """Servers tell ASGI 3 from ASGI 2 by asking whether ``app.__call__`` is a
+    coroutine function (uvicorn and Starlette through asyncio's check before
+    Python 3.14, hypercorn through inspect's): both say it is, and uvicorn
+    picks ASGI 3 on its own."""
+    import uvicorn
+    from starlette._utils import is_async_callable
+
+    assert asyncio.iscoroutinefunction(app.__call__)
+    assert inspect.iscoroutinefunction(app.__call__)
+    assert is_async_callable(app)
+    config = uvicorn.Config(app, interface="auto")
+    config.load()
+    assert config.interface == "asgi3"
+
+
+async def test_its_call_attribute_answers_as_the_call_does(app: EdgeAuth) -> None:
+    """What a server inspects, awaited, answers as calling the instance does:
+    an allowed request with the cached cookie, one without a credential, a
+    public route, each asked twice (the second time settled)."""
+    token = session_token()
+    for raw_path, headers, status in (
+        (b"/api/protected/x", [cookie(token)], 200),
+        (b"/api/protected/x", [], 401),
+        (b"/", [], 200),
+    ):
+        for _ in range(2):
+            direct = await call(app, raw_path=raw_path, headers=headers)
+            through = await call(app.__call__, raw_path=raw_path, headers=headers)
+            assert (direct.status, through.status) == (status, status), raw_path
+            assert json.loads(through.body).get("path") == json.loads(direct.body).get("path")
+
+
+async def test_an_app_can_subclass_it(tmp_path: Path) -> None:
+    """EdgeAuth is an ordinary class to an app, in both builds: a subclass's
+    methods are called and the guard still decides."""
+    seen: list[str] = []
+
+    class Counted(EdgeAuth):
+        def __call__(self, scope: Any, receive: Any, send: Any) -> Any:
+            seen.append(scope["path"])
+            return super().__call__(scope, receive, send)
+
+    app = Counted(echo_app, policy=write_policy(tmp_path))
+    assert (await call(app, raw_path=b"/api/protected/x")).status == 401
+    ok = await call(app, raw_path=b"/api/protected/x", headers=[cookie()])
+    assert ok.status == 200
+    assert seen == ["/api/protected/x", "/api/protected/x"]
 
 
 # Review findings: ambiguity and spelling tricks ------------------------------

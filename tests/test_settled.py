@@ -20,6 +20,7 @@ import pytest
 from edgeauth import EdgeAuth, load_policy
 from edgeauth.asgi import decide, settling_view, view_from_scope
 from edgeauth.errors import BadRequest
+from edgeauth.guard import inner_scope, settled_scope
 from edgeauth.middleware import IdentityRequired
 from edgeauth.model import Allow, Denial
 from edgeauth.pipeline import Engine
@@ -217,7 +218,7 @@ async def whole_answer(app: EdgeAuth, scope: dict[str, Any]) -> dict[str, Any] |
     if not isinstance(decided[0], Allow):
         return cast("Answer", decided)
     allow, _, headers = cast("tuple[Allow, Any, list[tuple[bytes, bytes]]]", decided)
-    inner = app._inner_scope(scope, allow, headers)
+    inner = inner_scope(app, scope, allow, headers)
     # Nothing for the response either (CORS, RateLimit-*), nor a body to bound:
     # what the short path's caller takes for granted.
     inner["whole path watches"] = bool(allow.response_headers or allow.cors or allow.max_body)
@@ -281,7 +282,7 @@ async def test_every_settled_request_gets_the_whole_paths_scope(
         if NOT_SEEN.encode() not in b"".join(v for _, v in credentials):
             await whole_path(app, dict(scope))  # remembers the route, verifies the token
         events = len(audit.events)
-        short = app._settled(dict(scope))
+        short = settled_scope(app, dict(scope))
         if isinstance(short, Denial):
             denied += 1
             assert len(audit.events) == events + 1  # audited once, by the short path
@@ -417,9 +418,9 @@ async def test_the_common_allowed_requests_settle(
     where none is needed, takes the short path."""
     app = app_for(tmp_path)
     scope = scope_of(method, path, [(b"host", b"a.example"), *headers], PEERS[0])
-    assert app._settled(dict(scope)) is None  # the first time: nothing remembered yet
+    assert settled_scope(app, dict(scope)) is None  # the first time: nothing remembered yet
     assert isinstance(await whole_path(app, dict(scope)), dict)
-    assert app._settled(dict(scope)) is not None
+    assert settled_scope(app, dict(scope)) is not None
 
 
 COOKIE = [(b"cookie", b"session=" + USER.encode())]
@@ -478,7 +479,7 @@ async def test_what_the_short_path_leaves_to_the_whole_path(
     scope = scope_of(method, path, [(b"host", b"a.example"), *headers], peer)
     for _ in range(2):
         await whole_path(app, dict(scope))
-    assert app._settled(dict(scope)) is None, why
+    assert settled_scope(app, dict(scope)) is None, why
 
 
 @pytest.mark.parametrize(
@@ -509,9 +510,9 @@ async def test_a_request_without_the_rules_credential_is_denied_on_the_short_pat
     audit = RecordingAudit()
     app = app_for(tmp_path, audit=audit)
     scope = scope_of(method, path, [(b"host", b"a.example"), *headers], peer)
-    assert app._settled(dict(scope)) is None  # the route is not known yet
+    assert settled_scope(app, dict(scope)) is None  # the route is not known yet
     first = await middleware_answer(app, dict(scope))  # the whole path's
-    denial = app._settled(dict(scope))
+    denial = settled_scope(app, dict(scope))
     assert isinstance(denial, Denial) and denial.code == "missing_credentials"
     again = await middleware_answer(app, dict(scope))
     same_answer(again, first, audit.events[2]["request_id"], audit.events[0]["request_id"])
@@ -532,7 +533,7 @@ async def test_the_short_paths_denials_reach_the_audit_file(tmp_path: Path) -> N
     scope = scope_of("GET", b"/api/protected/x", [(b"host", b"a.example")], PEERS[0])
     for _ in range(3):
         assert (await middleware_answer(app, dict(scope)))[0] == 401
-    assert isinstance(app._settled(dict(scope)), Denial)
+    assert isinstance(settled_scope(app, dict(scope)), Denial)
     await asyncio.sleep(0)  # the file is written on the loop's next turn
     lines = [json.loads(line) for line in (tmp_path / "audit.log").read_text().splitlines()]
     assert len(lines) == 4
@@ -554,7 +555,7 @@ async def test_the_short_paths_audit_lines_are_per_client_and_path(tmp_path: Pat
         scope = scope_of("GET", path, [(b"host", b"a.example")], peer)
         for _ in range(3):
             assert (await middleware_answer(app, dict(scope)))[0] == 401
-        assert isinstance(app._settled(dict(scope)), Denial)  # the last two were settled
+        assert isinstance(settled_scope(app, dict(scope)), Denial)  # the last two were settled
     await asyncio.sleep(0)  # the file is written on the loop's next turn
     lines = [json.loads(line) for line in (tmp_path / "audit.log").read_text().splitlines()]
     assert len(lines) == 4 * 4
@@ -578,7 +579,7 @@ async def test_a_trusted_peers_forwarded_headers_settle_like_the_whole_path(
     headers = [(b"host", b"a.example"), (b"x-forwarded-for", b"203.0.113.9"), *COOKIE]
     scope = scope_of("GET", b"/api/protected/x", headers, PEERS[1])
     whole = await whole_path(app, dict(scope))
-    short = app._settled(dict(scope))
+    short = settled_scope(app, dict(scope))
     assert isinstance(whole, dict) and short is not None
     assert comparable(short) == comparable(whole)
     assert (b"x-forwarded-for", b"203.0.113.9") in short["headers"]
@@ -593,7 +594,7 @@ async def test_audited_allows_and_lockouts_are_never_settled(tmp_path: Path) -> 
         scope = scope_of("GET", b"/api/protected/x", [(b"host", b"a"), *COOKIE], PEERS[0])
         for _ in range(2):
             assert isinstance(await whole_path(app, dict(scope)), dict)
-        assert app._settled(dict(scope)) is None, extra
+        assert settled_scope(app, dict(scope)) is None, extra
 
 
 class Clock:
@@ -720,7 +721,7 @@ async def test_headers_in_a_tuple_are_decided_the_whole_way(tmp_path: Path) -> N
     scope["headers"] = tuple(scope["headers"])
     for _ in range(2):
         await whole_path(app, dict(scope))
-    assert app._settled(dict(scope)) is None
+    assert settled_scope(app, dict(scope)) is None
     inner = await whole_path(app, dict(scope))
     assert isinstance(inner, dict) and (b"x-user-id", b"alice") in inner["headers"]
 
@@ -743,11 +744,11 @@ async def test_header_fields_given_as_lists_are_decided_the_whole_way(tmp_path: 
     with the identity, or denies it, as it does the same fields as tuples."""
     app = app_for(tmp_path)
     allowed, denied = await routed_pair(app)
-    assert isinstance(app._settled(dict(allowed)), dict)
-    assert isinstance(app._settled(dict(denied)), Denial)
+    assert isinstance(settled_scope(app, dict(allowed)), dict)
+    assert isinstance(settled_scope(app, dict(denied)), Denial)
     as_lists = [dict(s, headers=[list(f) for f in s["headers"]]) for s in (allowed, denied)]
-    assert app._settled(dict(as_lists[0])) is None
-    assert app._settled(dict(as_lists[1])) is None
+    assert settled_scope(app, dict(as_lists[0])) is None
+    assert settled_scope(app, dict(as_lists[1])) is None
     inner = await whole_path(app, dict(as_lists[0]))
     assert isinstance(inner, dict) and (b"x-user-id", b"alice") in inner["headers"]
     # A spoofed identity header in that form is stripped all the same.
@@ -773,9 +774,9 @@ async def test_a_scope_that_is_not_a_dict_is_decided_the_whole_way(tmp_path: Pat
 
     app = app_for(tmp_path)
     allowed, denied = await routed_pair(app)
-    assert isinstance(app._settled(dict(allowed)), dict)  # settled as a plain dict
-    assert app._settled(Scope(allowed)) is None
-    assert app._settled(Scope(denied)) is None
+    assert isinstance(settled_scope(app, dict(allowed)), dict)  # settled as a plain dict
+    assert settled_scope(app, Scope(allowed)) is None
+    assert settled_scope(app, Scope(denied)) is None
     assert settling_view(Scope(allowed), app.policy) is None  # the proxy's short path too
     inner = await whole_path(app, Scope(allowed))
     assert isinstance(inner, dict) and (b"x-user-id", b"alice") in inner["headers"]
@@ -810,9 +811,9 @@ async def test_a_header_value_that_is_not_bytes_is_refused_like_the_first_time(
     good = scope_of("GET", b"/api/protected/x", fields, PEERS[0])
     for _ in range(2):
         assert isinstance(await whole_path(app, dict(good)), dict)
-    assert app._settled(dict(good)) is not None
+    assert settled_scope(app, dict(good)) is not None
     bad = dict(good, headers=[*fields[:-1], (b"accept", value)])
-    assert app._settled(dict(bad)) is None
+    assert settled_scope(app, dict(bad)) is None
     assert await whole_path(app, dict(bad)) == 500
 
 
@@ -825,4 +826,4 @@ async def test_a_policy_that_watches_upstream_statuses_settles_nothing(tmp_path:
     scope = scope_of("GET", b"/api/protected/x", [(b"host", b"a"), *COOKIE], PEERS[0])
     for _ in range(2):
         assert isinstance(await whole_path(app, dict(scope)), dict)
-    assert app._settled(dict(scope)) is None
+    assert settled_scope(app, dict(scope)) is None

@@ -1,0 +1,283 @@
+"""The middleware's request path, compiled: :class:`Guard`, which
+:class:`edgeauth.EdgeAuth <edgeauth.middleware.EdgeAuth>` is.
+
+A thin front-end: build a :class:`~edgeauth.model.RequestView` from the scope,
+ask the engine, and either call the app with the canonical path and identity
+headers, or answer the denial itself. The wrapped app sees ``scope["path"]``
+and ``scope["raw_path"]`` rewritten to exactly the path that was authorized,
+and the verified identity in ``scope["edgeauth"]`` (None when anonymous).
+
+A repeated allowed request with a cached credential (most of the traffic),
+and a repeated request to an ``api`` rule without any credential, are decided
+without the view: one pass over the headers
+(:func:`~edgeauth.asgi.settling_fields`), then
+:meth:`~edgeauth.pipeline.Engine.settled`, which answers only when
+``evaluate`` would answer the same way; everything else takes the whole path.
+
+Calling a guard is not a coroutine of its own: it returns what the server is
+to await. For an allowed request with a verified identity that is settled
+this way, that is the app's own coroutine, called with the app's scope; for
+everything else, :func:`_whole`, which answers or calls the app as the
+request needs. The steps on that path are module functions rather than
+methods: compiled code calls them directly, where a method of a class that
+interpreted code may subclass is called through the interpreter.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from mypy_extensions import mypyc_attr
+
+from .asgi import (
+    ASGIApp,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    content_length,
+    decide,
+    refuse,
+    refuse_allowed,
+    send_rendered,
+    settling_fields,
+    withhold_credentials,
+)
+from .audit import AuditSink
+from .config import load_policy
+from .model import Allow, Code, Denial, RequestView, encode_headers
+from .pipeline import Engine, json_denial
+from .policy import Policy
+from .responses import Rendered, render_denial
+
+__all__ = ["ASGIApp", "Guard", "IdentityRequired"]
+
+
+_IDENTITY_REQUIRED = "the app requires an identity"  # the audit event's reason
+
+log = logging.getLogger("edgeauth")
+
+
+class IdentityRequired(Exception):
+    """Raised by :func:`edgeauth.fastapi.current_identity` when a route needs an
+    identity and the request has none; answered with edgeauth's 401 JSON."""
+
+
+# Subclassed by edgeauth.middleware.EdgeAuth, which is interpreted code.
+@mypyc_attr(allow_interpreted_subclasses=True)
+class Guard:
+    """Guard an ASGI app with a policy: what :class:`edgeauth.EdgeAuth
+    <edgeauth.middleware.EdgeAuth>` is, but for what servers are shown of
+    its ``__call__``."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        policy: Policy | str | os.PathLike[str],
+        *,
+        audit: AuditSink | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.app = app
+        self.policy = policy if isinstance(policy, Policy) else load_policy(policy)
+        kwargs: dict[str, Any] = {"audit": audit}
+        if clock is not None:
+            kwargs["clock"] = clock
+        self.engine = Engine(self.policy, **kwargs)
+        # A Starlette/FastAPI app wrapped directly: its own error middleware would
+        # turn IdentityRequired into a 500 before it reached us.
+        add_handler = getattr(app, "add_exception_handler", None)
+        if callable(add_handler):
+            add_handler(IdentityRequired, self._starlette_identity_required)
+
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        settled: Scope | Denial | None = None
+        if scope["type"] == "http":
+            try:
+                settled = settled_scope(self, scope)
+            except Exception:  # a malformed scope: the whole path answers it
+                settled = None
+            # Settled and allowed with an identity: the app's own coroutine is
+            # what the server awaits. (The app raises IdentityRequired only for
+            # a request without an identity, which _whole answers.)
+            if type(settled) is dict and settled["edgeauth"] is not None:
+                return self.app(settled, receive, send)
+        return _whole(self, scope, receive, send, settled)
+
+    def _closing(self, send: Send) -> Send:
+        """Release the policy's connections (Redis, JWKS) when the app shuts down."""
+
+        async def wrapped(message: Message) -> None:
+            if message["type"] == "lifespan.shutdown.complete":
+                await self.policy.aclose()
+            await send(message)
+
+        return wrapped
+
+    async def _starlette_identity_required(self, request: Any, exc: Exception) -> Any:
+        from starlette.responses import Response
+
+        rid = request.scope.get("edgeauth.request_id", "-")
+        status, headers, body = _identity_required(self, request.scope, rid)
+        response = Response(body, status_code=status)
+        for name, value in headers:
+            response.headers[name.decode()] = value.decode()
+        return response
+
+
+async def _whole(
+    guard: Guard, scope: Scope, receive: Receive, send: Send, settled: Scope | Denial | None
+) -> None:
+    """Everything but the settled allowed request with an identity: its
+    other requests, ``settled`` by :func:`settled_scope` (or None)."""
+    kind = scope["type"]
+    if kind != "http" and kind != "websocket":
+        if kind == "lifespan":
+            send = guard._closing(send)
+        await guard.app(scope, receive, send)
+        return
+    inner = None
+    if kind == "http":
+        if type(settled) is Denial:  # audited already; a plain HTTP request
+            status, headers, body = render_denial(settled, scope["method"])
+            headers.append((b"content-length", content_length(body)))  # a list of its own
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        inner = settled
+    if inner is None:
+        decided = await decide(scope, send, guard.policy, guard.engine)
+        if decided is None:
+            return
+        allow, view, headers = decided
+        try:
+            inner = inner_scope(guard, scope, allow, headers)
+        except Exception:  # a header the server should not have sent: fail closed
+            log.exception("cannot build the app's scope")
+            reason = "cannot build the app's scope"
+            await refuse_allowed(
+                scope, send, guard.engine, view, allow, Code.INTERNAL_ERROR, reason
+            )
+            return
+        if allow.response_headers or guard.engine.watches_upstream or allow.max_body is not None:
+            await _forward_watched(guard, scope, inner, receive, send, allow, view)
+            return
+    # The common allowed request (no CORS, limits or body limit): nothing to
+    # add to the response, nothing to watch.
+    try:
+        await guard.app(inner, receive, send)
+    except IdentityRequired:
+        rendered = _identity_required(guard, inner, inner["edgeauth.request_id"])
+        await send_rendered(scope, send, rendered)
+
+
+def settled_scope(guard: Guard, scope: Scope) -> Scope | Denial | None:
+    """The app's scope for the common allowed request, or the denial of a
+    request without a credential, when :meth:`Engine.settled
+    <edgeauth.pipeline.Engine.settled>` can decide it from the few header
+    fields it reads; None: the whole path decides."""
+    if type(scope) is not dict:  # as servers give it (and dict lookups are the fast ones)
+        return None
+    method = scope["method"]
+    raw = scope.get("raw_path")
+    if (method != "GET" and method != "HEAD") or type(raw) is not bytes:
+        return None
+    read = settling_fields(scope, guard.policy)
+    if read is None:
+        return None
+    outcome = guard.engine.settled(method, raw, read[0], read[1])
+    if type(outcome) is Allow:
+        return inner_scope(guard, scope, outcome, scope["headers"])
+    return outcome
+
+
+def inner_scope(
+    guard: Guard, scope: Scope, allow: Allow, headers: list[tuple[bytes, bytes]]
+) -> Scope:
+    """The app's scope: the canonical path, the stripped headers with the
+    identity headers added, the identity and the request id."""
+    if allow.withheld:
+        headers = withhold_credentials(headers, allow.withheld)
+    if allow.upstream_headers:  # a new list: ``headers`` may be the scope's own
+        headers = [*headers, *guard.policy.identity.encoded(allow.upstream_headers)]
+    inner = dict(scope)
+    inner["path"] = allow.path
+    inner["raw_path"] = allow.raw_path
+    inner["headers"] = headers
+    inner["edgeauth"] = allow.identity
+    inner["edgeauth.request_id"] = allow.request_id
+    return inner
+
+
+async def _forward_watched(
+    guard: Guard,
+    scope: Scope,
+    inner: Scope,
+    receive: Receive,
+    send: Send,
+    allow: Allow,
+    view: RequestView,
+) -> None:
+    """Call the app with the response headers added (CORS, RateLimit-*), its
+    status reported to the engine and its request body bounded."""
+    started = responded = False
+    extra = encode_headers(allow.response_headers)
+
+    async def send_wrapper(message: Message) -> None:
+        nonlocal started
+        if responded:
+            return  # edgeauth answered already (body over max_body)
+        if message["type"] in ("http.response.start", "websocket.accept"):
+            started = True
+            if message["type"] == "http.response.start" and guard.engine.watches_upstream:
+                await guard.engine.upstream_response(view, allow, message["status"])
+            if extra and message["type"] == "http.response.start":
+                kept = message.get("headers", ())
+                if allow.cors:  # the rule's CORS answer replaces the app's
+                    kept = [h for h in kept if not h[0].lower().startswith(b"access-control-")]
+                message["headers"] = [*kept, *extra]
+        await send(message)
+
+    app_receive = receive
+    if allow.max_body is not None:
+        limit, seen = allow.max_body, 0
+
+        async def app_receive() -> Message:
+            nonlocal seen, responded
+            if responded:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    # Answered here rather than raised: an exception would
+                    # become the app framework's own 500.
+                    if not started:
+                        code, reason = Code.PAYLOAD_TOO_LARGE, "streamed body over max_body"
+                        await refuse_allowed(scope, send, guard.engine, view, allow, code, reason)
+                    responded = True
+                    return {"type": "http.disconnect"}
+            return message
+
+    try:
+        await guard.app(inner, app_receive, send_wrapper)
+    except IdentityRequired:
+        if started:
+            raise
+        code = Code.MISSING_CREDENTIALS  # with the rule's CORS and RateLimit-* fields
+        await refuse_allowed(scope, send, guard.engine, view, allow, code, _IDENTITY_REQUIRED)
+    except Exception:
+        if not responded:
+            raise
+        # The app failed on the disconnect it was handed after the 413.
+
+
+def _identity_required(guard: Guard, inner: Scope, request_id: str) -> Rendered:
+    """The 401 for an app that needs an identity the request has not got
+    (:func:`edgeauth.fastapi.current_identity`), audited as a denial."""
+    denial = json_denial(Code.MISSING_CREDENTIALS, request_id)
+    refuse(inner, guard.engine.report, denial, _IDENTITY_REQUIRED)
+    return render_denial(denial, inner.get("method", "GET"))
