@@ -713,6 +713,55 @@ async def test_identity_required_on_a_settled_request_is_edgeauths_401(tmp_path:
         assert event["reason"] == "the app requires an identity"
 
 
+async def test_a_settled_request_reaches_the_app_as_the_whole_path_sent_it(
+    tmp_path: Path,
+) -> None:
+    """Through the middleware's call: the app gets, for the same request asked
+    again (settled, and handed to the app without a coroutine of edgeauth's),
+    the scope the whole path gave it the first time; a client's identity
+    header is stripped every time."""
+    seen: list[dict[str, Any]] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.append(scope)
+        await echo_app(scope, receive, send)
+
+    guard = app_for(tmp_path, app=app)
+    clean = scope_of("GET", b"/api/protected/x", [(b"host", b"a"), *COOKIE], PEERS[0])
+    spoofed = scope_of(
+        "GET", b"/api/protected/x", [(b"host", b"a"), (b"x-user-id", b"root"), *COOKIE], PEERS[0]
+    )
+    for scope in (clean, spoofed):
+        seen.clear()
+        for _ in range(3):
+            assert (await middleware_answer(guard, dict(scope)))[0] == 200
+        assert [comparable(s) for s in seen[1:]] == [comparable(seen[0])] * 2
+        assert seen[0]["edgeauth"].subject == "alice"
+        assert [v for n, v in seen[0]["headers"] if n == b"x-user-id"] == [b"alice"]
+    assert isinstance(settled_scope(guard, dict(clean)), dict)  # its repeats were settled
+    assert settled_scope(guard, dict(spoofed)) is None  # these went the whole way
+
+
+@pytest.mark.parametrize("path", [b"/api/protected/x", b"/limited/x"])
+async def test_identity_required_with_an_identity_is_the_apps_error(
+    tmp_path: Path, path: bytes
+) -> None:
+    """An app raising IdentityRequired for a request that has an identity gets
+    no 401 for a missing credential, the first time (the whole path; a rule
+    with a rate limit, whose answer is watched) or again (settled where it
+    can be): its error goes to the server, as any other."""
+
+    async def needs_identity(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        raise IdentityRequired
+
+    audit = RecordingAudit()
+    guard = guarded(tmp_path, POLICY, app=needs_identity, audit=audit)
+    for _ in range(3):
+        with pytest.raises(IdentityRequired):
+            await call(guard, raw_path=path, headers=[("cookie", f"session={USER}")])
+    assert audit.events == []
+
+
 async def test_headers_in_a_tuple_are_decided_the_whole_way(tmp_path: Path) -> None:
     """A server handing the headers as a tuple (not a list): still decided, the
     identity still added."""

@@ -63,7 +63,9 @@ log = logging.getLogger("edgeauth")
 
 class IdentityRequired(Exception):
     """Raised by :func:`edgeauth.fastapi.current_identity` when a route needs an
-    identity and the request has none; answered with edgeauth's 401 JSON."""
+    identity and the request has none; answered with edgeauth's 401 JSON. For
+    a request that has an identity it is the app's error like any other: the
+    request was not missing a credential."""
 
 
 # Subclassed by edgeauth.middleware.EdgeAuth, which is interpreted code.
@@ -92,6 +94,11 @@ class Guard:
         add_handler = getattr(app, "add_exception_handler", None)
         if callable(add_handler):
             add_handler(IdentityRequired, self._starlette_identity_required)
+        self._show_servers()
+
+    def _show_servers(self) -> None:
+        """What servers are to be shown of this guard: nothing here; see
+        :class:`edgeauth.middleware.EdgeAuth`."""
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         settled: Scope | Denial | None = None
@@ -131,8 +138,9 @@ class Guard:
 async def _whole(
     guard: Guard, scope: Scope, receive: Receive, send: Send, settled: Scope | Denial | None
 ) -> None:
-    """Everything but the settled allowed request with an identity: its
-    other requests, ``settled`` by :func:`settled_scope` (or None)."""
+    """A request the guard's call does not hand to the app at once (all but
+    a settled allowed request with an identity), with what
+    :func:`settled_scope` made of it (None when it was not asked)."""
     kind = scope["type"]
     if kind != "http" and kind != "websocket":
         if kind == "lifespan":
@@ -170,6 +178,8 @@ async def _whole(
     try:
         await guard.app(inner, receive, send)
     except IdentityRequired:
+        if inner["edgeauth"] is not None:  # as for a settled one, whose app is not wrapped
+            raise
         rendered = _identity_required(guard, inner, inner["edgeauth.request_id"])
         await send_rendered(scope, send, rendered)
 
@@ -265,7 +275,7 @@ async def _forward_watched(
     try:
         await guard.app(inner, app_receive, send_wrapper)
     except IdentityRequired:
-        if started:
+        if started or allow.identity is not None:
             raise
         code = Code.MISSING_CREDENTIALS  # with the rule's CORS and RateLimit-* fields
         await refuse_allowed(scope, send, guard.engine, view, allow, code, _IDENTITY_REQUIRED)

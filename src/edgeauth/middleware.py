@@ -15,13 +15,8 @@ what a server inspects), and so does awaiting the attribute.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
-
 from .asgi import ASGIApp, Receive, Scope, Send
-from .audit import AuditSink
 from .guard import Guard, IdentityRequired
-from .policy import Policy
 
 __all__ = ["ASGIApp", "EdgeAuth", "IdentityRequired"]
 
@@ -33,15 +28,9 @@ class EdgeAuth(Guard):
     >>> app.add_middleware(EdgeAuth, policy="edgeauth.toml")        # FastAPI  # doctest: +SKIP
     """
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        policy: Policy | str | os.PathLike[str],
-        *,
-        audit: AuditSink | None = None,
-        clock: Callable[[], float] | None = None,
-    ) -> None:
-        super().__init__(app, policy, audit=audit, clock=clock)
+    def _show_servers(self) -> None:
+        """Give the instance the ``__call__`` attribute servers inspect (see
+        the module's docstring)."""
         vars(self)["__call__"] = self._awaited
 
     async def _awaited(self, scope: Scope, receive: Receive, send: Send) -> None:
