@@ -52,6 +52,7 @@ from .model import Allow, Code, Denial, RequestView, encode_headers
 from .pipeline import Engine, json_denial
 from .policy import Policy
 from .responses import Rendered, render_denial
+from .sending import send_both
 
 __all__ = ["ASGIApp", "Guard", "IdentityRequired"]
 
@@ -101,17 +102,25 @@ class Guard:
         :class:`edgeauth.middleware.EdgeAuth`."""
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
-        settled: Scope | Denial | None = None
-        if scope["type"] == "http":
-            try:
-                settled = settled_scope(self, scope)
-            except Exception:  # a malformed scope: the whole path answers it
-                settled = None
-            # Settled and allowed with an identity: the app's own coroutine is
-            # what the server awaits. (The app raises IdentityRequired only for
-            # a request without an identity, which _whole answers.)
-            if type(settled) is dict and settled["edgeauth"] is not None:
-                return self.app(settled, receive, send)
+        if scope["type"] != "http":
+            return _whole(self, scope, receive, send, None)
+        try:
+            settled = settled_scope(self, scope)
+        except Exception:  # a malformed scope: the whole path answers it
+            settled = None
+        if isinstance(settled, Denial):  # audited already; a plain HTTP request
+            status, headers, body = render_denial(settled, scope["method"])
+            headers.append((b"content-length", content_length(body)))  # a list of its own
+            return send_both(
+                send,
+                {"type": "http.response.start", "status": status, "headers": headers},
+                {"type": "http.response.body", "body": body},
+            )
+        # Settled and allowed with an identity: the app's own coroutine is what
+        # the server awaits. (IdentityRequired means no identity: _whole
+        # answers it for an anonymous request.)
+        if settled is not None and settled["edgeauth"] is not None:
+            return self.app(settled, receive, send)
         return _whole(self, scope, receive, send, settled)
 
     def _closing(self, send: Send) -> Send:
@@ -136,26 +145,19 @@ class Guard:
 
 
 async def _whole(
-    guard: Guard, scope: Scope, receive: Receive, send: Send, settled: Scope | Denial | None
+    guard: Guard, scope: Scope, receive: Receive, send: Send, settled: Scope | None
 ) -> None:
-    """A request the guard's call does not hand to the app at once (all but
-    a settled allowed request with an identity), with what
-    :func:`settled_scope` made of it (None when it was not asked)."""
+    """A request the guard's call does not answer or hand to the app itself
+    (all but a settled denial and a settled allowed request with an
+    identity); ``settled``: the app's scope :func:`settled_scope` made for an
+    anonymous one, else None."""
     kind = scope["type"]
     if kind != "http" and kind != "websocket":
         if kind == "lifespan":
             send = guard._closing(send)
         await guard.app(scope, receive, send)
         return
-    inner = None
-    if kind == "http":
-        if type(settled) is Denial:  # audited already; a plain HTTP request
-            status, headers, body = render_denial(settled, scope["method"])
-            headers.append((b"content-length", content_length(body)))  # a list of its own
-            await send({"type": "http.response.start", "status": status, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
-            return
-        inner = settled
+    inner = settled
     if inner is None:
         decided = await decide(scope, send, guard.policy, guard.engine)
         if decided is None:
