@@ -17,6 +17,8 @@ without the view: one pass over the headers
 Calling a guard is not a coroutine of its own: it returns what the server is
 to await. For an allowed request with a verified identity that is settled
 this way, that is the app's own coroutine, called with the app's scope; for
+a settled denial, the two sends of its answer
+(:func:`~edgeauth.sending.send_both`, awaited by the interpreter); for
 everything else, :func:`_whole`, which answers or calls the app as the
 request needs. The steps on that path are module functions rather than
 methods: compiled code calls them directly, where a method of a class that
