@@ -7,6 +7,7 @@ scripts/test installs.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -14,7 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from . import servers
 
@@ -93,7 +94,9 @@ def test_sign_in_fetch_cors_and_sign_out(browser: Browser, sites: dict[str, str]
 
         # The dashboard's own fetch carries the session cookie: 200 with the identity.
         page.click("#call")
-        page.wait_for_function("document.getElementById('out').textContent.startsWith('200')")
+        # (Polled by Playwright's own script: the page's CSP forbids a string
+        # predicate, which wait_for_function evaluates when the first try fails.)
+        expect(page.locator("#out")).to_have_text(re.compile(r"^200\b"), timeout=15_000)
         answer = page.text_content("#out")
         assert json.loads(answer.partition("\n")[2]) == {"user_id": "alice", "roles": ["user"]}
 
