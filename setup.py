@@ -21,5 +21,11 @@ if os.environ.get("EDGEAUTH_MYPYC") == "1":
     ext_modules = mypycify(
         ["--config-file", str(here / "pyproject.toml"), *(f"src/{m}" for m in modules)]
     )
+    if os.name == "posix":
+        # The compiled modules are one shared object that exports nothing but its
+        # init (the modules reach it through capsules): its functions then call
+        # each other directly, not through the PLT, and may be inlined.
+        for ext in ext_modules:
+            ext.extra_compile_args.append("-fvisibility=hidden")
 
 setup(ext_modules=ext_modules)

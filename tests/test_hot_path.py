@@ -178,3 +178,28 @@ async def test_identity_header_memo_stays_bounded(tmp_path: Path) -> None:
     assert 0 < len(headers._built) <= MEMO_SIZE
     assert dict(headers.build(first)) == {"x-user-id": "first", "x-user-role": "admin"}
     assert headers.build(first) is headers._built[first]
+
+
+async def test_a_view_with_another_mapping_is_read_alike(tmp_path: Path) -> None:
+    """The engine reads a view's headers as a dict: a view built with another
+    mapping of the same fields (read-only, say) gets the same answers."""
+    from types import MappingProxyType
+
+    from edgeauth.model import Allow, Denial, RequestView
+
+    engine = app_for(tmp_path).engine
+    cases = [
+        ("/api/protected/x", {"cookie": (f"session={session_token('carol')}",)}, "carol"),
+        ("/api/v1/x", {"authorization": (f"Bearer {API_KEY}",)}, "svc-reporting"),
+        ("/api/v1/x", {"x-api-key": (API_KEY,), "authorization": ("Bearer b",)}, "bad_request"),
+        ("/api/protected/x", {}, "missing_credentials"),
+    ]
+    for path, fields, expected in cases:
+        for headers in (dict(fields), MappingProxyType(dict(fields))):
+            outcome = await engine.evaluate(RequestView("GET", path.encode(), headers=headers))
+            if isinstance(outcome, Allow):
+                assert outcome.identity is not None
+                assert outcome.identity.subject == expected, (path, headers)
+            else:
+                assert isinstance(outcome, Denial)
+                assert outcome.code == expected, (path, headers)

@@ -28,6 +28,7 @@ from edgeauth.proxy import Proxy, request_headers
 from edgeauth.revocation import revoke
 
 from .helpers import (
+    API_KEY,
     AUDIENCE,
     ISSUER,
     SEED_POLICY,
@@ -654,6 +655,36 @@ async def test_a_withheld_credential_stays_withheld_when_settled(tmp_path: Path)
         assert r.status == 200
         names = [n for n, _ in r.json()["headers"]]
         assert "authorization" not in names and "x-user-id" in names
+
+
+async def test_a_rule_read_by_an_api_key_authenticator_is_decided_the_whole_way(
+    tmp_path: Path,
+) -> None:
+    """A rule whose one place is the Bearer token, read by an API key
+    authenticator: the short path asks it (it keeps no verified identities)
+    and leaves every request to the whole path, which answers each alike."""
+    policy = (
+        POLICY
+        + """
+[authenticators.bearer-keys]
+type = "api_key"
+from = "bearer"
+keys_file = "api-keys.toml"
+
+[[rules]]
+id = "keyed"
+match = "/keyed/**"
+authenticate = ["bearer-keys"]
+"""
+    )
+    app = guarded(tmp_path, policy)
+    for _ in range(3):
+        r = await call(app, raw_path=b"/keyed/x", headers=[("authorization", f"Bearer {API_KEY}")])
+        assert r.status == 200
+        assert dict(r.json()["headers"])["x-user-id"] == "svc-reporting"
+    for _ in range(3):
+        r = await call(app, raw_path=b"/keyed/x", headers=[("authorization", "Bearer eak_unknown")])
+        assert (r.status, r.json()["code"]) == (401, "invalid_token")
 
 
 async def test_a_settled_request_reaches_the_app_as_authorized(tmp_path: Path) -> None:

@@ -104,8 +104,6 @@ class Guard:
         :class:`edgeauth.middleware.EdgeAuth`."""
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
-        if scope["type"] != "http":
-            return _whole(self, scope, receive, send, None)
         try:
             settled = settled_scope(self, scope)
         except Exception:  # a malformed scope: the whole path answers it
@@ -147,7 +145,7 @@ class Guard:
 
 
 async def _whole(
-    guard: Guard, scope: Scope, receive: Receive, send: Send, settled: Scope | None
+    guard: Guard, scope: Scope, receive: Receive, send: Send, settled: dict[str, Any] | None
 ) -> None:
     """A request the guard's call does not answer or hand to the app itself
     (all but a settled denial and a settled allowed request with an
@@ -188,16 +186,20 @@ async def _whole(
         await send_rendered(scope, send, rendered)
 
 
-def settled_scope(guard: Guard, scope: Scope) -> Scope | Denial | None:
-    """The app's scope for the common allowed request, or the denial of a
-    request without a credential, when :meth:`Engine.settled
+def settled_scope(guard: Guard, scope: Scope) -> dict[str, Any] | Denial | None:
+    """The app's scope for the common allowed HTTP request, or the denial of
+    a request without a credential, when :meth:`Engine.settled
     <edgeauth.pipeline.Engine.settled>` can decide it from the few header
-    fields it reads; None: the whole path decides."""
+    fields it reads; None: the whole path decides (and any other scope
+    type goes its own way)."""
     if type(scope) is not dict:  # as servers give it (and dict lookups are the fast ones)
+        return None
+    kind = scope["type"]
+    if type(kind) is not str or kind != "http":
         return None
     method = scope["method"]
     raw = scope.get("raw_path")
-    if (method != "GET" and method != "HEAD") or type(raw) is not bytes:
+    if type(method) is not str or (method != "GET" and method != "HEAD") or type(raw) is not bytes:
         return None
     read = settling_fields(scope, guard.policy)
     if read is None:
@@ -210,13 +212,13 @@ def settled_scope(guard: Guard, scope: Scope) -> Scope | Denial | None:
 
 def inner_scope(
     guard: Guard, scope: Scope, allow: Allow, headers: list[tuple[bytes, bytes]]
-) -> Scope:
+) -> dict[str, Any]:
     """The app's scope: the canonical path, the stripped headers with the
     identity headers added, the identity and the request id."""
     if allow.withheld:
         headers = withhold_credentials(headers, allow.withheld)
     if allow.upstream_headers:  # a new list: ``headers`` may be the scope's own
-        headers = [*headers, *guard.policy.identity.encoded(allow.upstream_headers)]
+        headers = headers + guard.policy.identity.encoded(allow.upstream_headers)
     inner = dict(scope)
     inner["path"] = allow.path
     inner["raw_path"] = allow.raw_path

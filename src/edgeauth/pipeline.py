@@ -26,7 +26,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, Final
 from urllib.parse import quote_from_bytes
 
@@ -41,6 +41,7 @@ from .audit import (
     fingerprint,
 )
 from .authn.base import CredentialSource
+from .authn.jwt import JwtAuthenticator
 from .errors import AuthUnavailable, BadRequest, InvalidCredentials, Revoked, StoreUnavailable
 from .forwarded import client_address, rate_key
 from .memo import remember
@@ -48,6 +49,7 @@ from .model import Allow, Code, Denial, Header, Identity, Kind, Outcome, Preflig
 from .paths import CanonicalPath, canonicalize
 from .policy import Policy, Rule
 from .ratelimit import RateDecision, Scope, retry_after_header
+from .revocation import FileRevocations, RevocationList, RevocationStore
 
 __all__ = ["Engine"]
 
@@ -251,11 +253,15 @@ class Engine:
         if not credential:
             return None
         now = self._clock()
-        verified = rule.first_verified
-        identity = None if verified is None else verified(credential, now)
+        first = rule.first_authenticator
+        if isinstance(first, JwtAuthenticator):  # compiled: called directly
+            identity = first.verified(credential, now)
+        else:
+            verified = rule.first_verified
+            identity = None if verified is None else verified(credential, now)
         if identity is None:
             return None
-        listed = self.policy.state.revocations.current()
+        listed = _current(self.policy.state.revocations)
         if listed is None or ((listed.tokens or listed.subjects) and listed.revoked(identity, now)):
             return None
         if rule.requires and rule.require.check(identity) is not None:
@@ -264,15 +270,9 @@ class Engine:
             upstream = self.policy.identity.build(identity)
         except InvalidCredentials:
             return None
-        forwarded = self.policy.authenticators[identity.authenticator].forward_credential
+        # The first authenticator's (the cache answers only the one that verified).
         return Allow(
-            self._ids.take(),
-            rule.id,
-            path.decoded,
-            raw,
-            identity,
-            upstream,
-            () if forwarded else (source.place,),
+            self._ids.take(), rule.id, path.decoded, raw, identity, upstream, rule.first_withheld
         )
 
     def report(
@@ -821,6 +821,8 @@ class _Stamp:
 def _credentials(rule: Rule, view: RequestView) -> dict[CredentialSource, str]:
     """The credential in each place the rule reads; BadRequest when ambiguous."""
     headers = view.headers
+    if type(headers) is not dict:  # a view built with another mapping: read as a dict
+        headers = dict(headers)
     sources = rule.sources
     if len(sources) == 1:  # one place to read (most rules): nothing to disagree
         value = _read(sources[0], headers)
@@ -838,7 +840,15 @@ def _credentials(rule: Rule, view: RequestView) -> dict[CredentialSource, str]:
     return found
 
 
-def _read(source: CredentialSource, headers: Mapping[str, tuple[str, ...]]) -> str | None:
+def _current(store: RevocationStore) -> RevocationList | None:
+    """``store.current()``: called directly for the file store (compiled, the
+    default), through Python's call protocol for any other."""
+    if isinstance(store, FileRevocations):
+        return store.current()
+    return store.current()
+
+
+def _read(source: CredentialSource, headers: dict[str, tuple[str, ...]]) -> str | None:
     """The credential in one place, None when that place is absent or empty."""
     kind, name = source
     if kind == "cookie":

@@ -54,6 +54,13 @@ class Rule:
     first_verified: Callable[[str, float], Identity | None] | None = field(init=False, repr=False)
     """The first authenticator's ``verified`` (its cached identities), bound
     once: the one a settled decision asks; None without authenticators."""
+    first_authenticator: Authenticator | None = field(init=False, repr=False)
+    """The first authenticator itself (the settled decision calls a JWT
+    authenticator's ``verified`` directly); None without authenticators."""
+    first_withheld: tuple[str, ...] = field(init=False, repr=False)
+    """The place the first authenticator read, when it keeps the credential
+    from the app (``forward_credential = false``): what an identity it
+    verified there withholds; () otherwise."""
     settles: bool = field(init=False)
     """Whether an allowed request's decision can be settled from the route and
     at most one cached credential (see :meth:`edgeauth.pipeline.Engine.settled`):
@@ -68,6 +75,10 @@ class Rule:
         object.__setattr__(self, "sources", tuple(dict.fromkeys(s for _, s in attempts)))
         object.__setattr__(self, "requires", not self.require.empty)
         object.__setattr__(self, "first_verified", attempts[0][0].verified if attempts else None)
+        first = attempts[0] if attempts else None
+        object.__setattr__(self, "first_authenticator", None if first is None else first[0])
+        withheld = () if first is None or first[0].forward_credential else (first[1].place,)
+        object.__setattr__(self, "first_withheld", withheld)
         settles = (
             (not self.sources or (len(self.sources) == 1 and self.sources[0].kind != "header"))
             and self.cors is None
