@@ -107,3 +107,44 @@ def test_forwarded_path_matches_the_deciding_rule(tmp_path: Path, segments: list
     assert again.decoded == scope["path"]
     rule = policy.rules.match("GET", "", scope["path"])
     assert (rule.id if rule else None) == event["rule"]
+
+
+def _bearer_by_split(value: str) -> str | None:
+    """The Bearer credential in an Authorization value, by its definition: the
+    value's first word is the scheme, any whitespace after it."""
+    parts = value.split(None, 1)
+    if not parts or parts[0].lower() != "bearer":
+        return None
+    return parts[1].strip() if len(parts) > 1 else ""
+
+
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "Bearer",
+                "bearer",
+                "BEARER",
+                "Basic",
+                "Bearerx",
+                " ",
+                "\t",
+                "\xa0",
+                "\x1c",
+                "\r",
+                "tok.en",
+                "=",
+                "",
+            ]
+        ),
+        max_size=6,
+    ).map("".join)
+)
+def test_the_bearer_credential_is_read_as_its_definition_says(value: str) -> None:
+    """Reading a Bearer credential (with its shortcut for the usual "Bearer "
+    spelling) gives what splitting off the first word gives, whitespace of any
+    kind included."""
+    from edgeauth.pipeline import _bearer
+
+    assert _bearer((value,)) == _bearer_by_split(value)
+    assert _bearer(("Bearer " + value,)) == _bearer_by_split("Bearer " + value)

@@ -870,9 +870,12 @@ def _bearer(values: tuple[str, ...]) -> str | None:
         raise BadRequest("more than one Authorization header")
     if not values:
         return None
+    value = values[0]
+    if value.startswith("Bearer "):  # the usual spelling: what the split below gives
+        return value[7:].strip()
     # Any whitespace after the scheme: "Bearer<TAB>token" is a bearer credential
     # to many apps, so it is one here too (and verified, not passed on unseen).
-    parts = values[0].split(None, 1)
+    parts = value.split(None, 1)
     if not parts or parts[0].lower() != "bearer":
         return None  # another scheme (Basic, ...) is not a bearer credential
     return parts[1].strip() if len(parts) > 1 else ""  # "Bearer" alone: presented, invalid
