@@ -25,7 +25,8 @@ if os.environ.get("EDGEAUTH_MYPYC") == "1":
         # The compiled modules are one shared object that exports nothing but its
         # init (the modules reach it through capsules): its functions then call
         # each other directly, not through the PLT, and may be inlined.
+        # (mypycify gives every extension the same list of flags: each gets its own.)
         for ext in ext_modules:
-            ext.extra_compile_args.append("-fvisibility=hidden")
+            ext.extra_compile_args = [*ext.extra_compile_args, "-fvisibility=hidden"]
 
 setup(ext_modules=ext_modules)

@@ -132,6 +132,10 @@ def _bearer_by_split(value: str) -> str | None:
                 "\xa0",
                 "\x1c",
                 "\r",
+                "\x0b",
+                "\x85",
+                "\u2028",
+                "\u3000",
                 "tok.en",
                 "=",
                 "",
@@ -142,8 +146,8 @@ def _bearer_by_split(value: str) -> str | None:
 )
 def test_the_bearer_credential_is_read_as_its_definition_says(value: str) -> None:
     """Reading a Bearer credential (with its shortcut for the usual "Bearer "
-    spelling) gives what splitting off the first word gives, whitespace of any
-    kind included."""
+    spelling) gives what splitting off the first word gives, with whitespace
+    of many kinds (ASCII, Latin-1, Unicode)."""
     from edgeauth.pipeline import _bearer
 
     assert _bearer((value,)) == _bearer_by_split(value)

@@ -681,10 +681,51 @@ authenticate = ["bearer-keys"]
     for _ in range(3):
         r = await call(app, raw_path=b"/keyed/x", headers=[("authorization", f"Bearer {API_KEY}")])
         assert r.status == 200
-        assert dict(r.json()["headers"])["x-user-id"] == "svc-reporting"
+        seen = dict(r.json()["headers"])
+        assert seen["x-user-id"] == "svc-reporting" and "authorization" not in seen
     for _ in range(3):
         r = await call(app, raw_path=b"/keyed/x", headers=[("authorization", "Bearer eak_unknown")])
         assert (r.status, r.json()["code"]) == (401, "invalid_token")
+
+
+FORWARDING_SECRET = "forwarding-secret-for-the-settled-path-tests-0123"
+
+
+@pytest.mark.parametrize("order", [("service", "forwarding"), ("forwarding", "service")])
+async def test_the_withheld_credential_is_the_verifying_authenticators_choice(
+    tmp_path: Path, order: tuple[str, str]
+) -> None:
+    """Two JWT authenticators on one place (each its own issuer), one that
+    keeps the credential from the app and one that forwards it, in either
+    order: each token reaches the app with or without its Authorization
+    header as its own authenticator says, on the first request and on its
+    settled repeats."""
+    policy = (
+        POLICY
+        + f"""
+[authenticators.forwarding]
+type = "jwt"
+from = "bearer"
+algorithms = ["HS256"]
+secret = "{FORWARDING_SECRET}"
+issuer = "https://forwarding.example"
+audience = "{AUDIENCE}"
+
+[[rules]]
+id = "two"
+match = "/two/**"
+authenticate = ["{order[0]}", "{order[1]}"]
+"""
+    )
+    app = guarded(tmp_path, policy)
+    forwarded = session_token("fwd", (), secret=FORWARDING_SECRET, iss="https://forwarding.example")
+    for token, subject, forwards in ((SERVICE, "svc", False), (forwarded, "fwd", True)):
+        for _ in range(3):
+            r = await call(app, raw_path=b"/two/x", headers=[("authorization", f"Bearer {token}")])
+            assert r.status == 200
+            seen = dict(r.json()["headers"])
+            assert seen["x-user-id"] == subject
+            assert ("authorization" in seen) is forwards, (order, subject)
 
 
 async def test_a_settled_request_reaches_the_app_as_authorized(tmp_path: Path) -> None:
