@@ -253,12 +253,13 @@ class Engine:
         if not credential:
             return None
         now = self._clock()
+        # The same call either way: the first one direct to the compiled class,
+        # the second through Python's call protocol (any other authenticator).
         first = rule.first_authenticator
-        if isinstance(first, JwtAuthenticator):  # compiled: called directly
+        if isinstance(first, JwtAuthenticator):
             identity = first.verified(credential, now)
         else:
-            verified = rule.first_verified
-            identity = None if verified is None else verified(credential, now)
+            identity = None if first is None else first.verified(credential, now)
         if identity is None:
             return None
         listed = _current(self.policy.state.revocations)
@@ -270,7 +271,8 @@ class Engine:
             upstream = self.policy.identity.build(identity)
         except InvalidCredentials:
             return None
-        # The first authenticator's (the cache answers only the one that verified).
+        # What the first authenticator withholds: its cache answered, and a
+        # cache entry answers only the authenticator that verified the token.
         return Allow(
             self._ids.take(), rule.id, path.decoded, raw, identity, upstream, rule.first_withheld
         )

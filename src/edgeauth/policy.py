@@ -8,7 +8,7 @@ does no parsing of configuration. Stores open no connection until first used.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -19,7 +19,7 @@ from .cors import CorsPolicy
 from .errors import ConfigError, ConfigIssue
 from .headers import IdentityHeaders
 from .memo import remember
-from .model import Identity, Kind
+from .model import Kind
 from .ratelimit import Limit, LimitStore, MemoryLimitStore, RedisLimitStore, Scope
 from .revocation import FileRevocations, RedisRevocations, RevocationStore
 from .rules import RuleSet
@@ -51,12 +51,9 @@ class Rule:
     """Each authenticator with each place it reads, in the order they are tried."""
     requires: bool = field(init=False)
     """Whether ``require`` asks anything of the identity."""
-    first_verified: Callable[[str, float], Identity | None] | None = field(init=False, repr=False)
-    """The first authenticator's ``verified`` (its cached identities), bound
-    once: the one a settled decision asks; None without authenticators."""
     first_authenticator: Authenticator | None = field(init=False, repr=False)
-    """The first authenticator itself (the settled decision calls a JWT
-    authenticator's ``verified`` directly); None without authenticators."""
+    """The first authenticator: the one whose cached identities (``verified``)
+    a settled decision asks; None without authenticators."""
     first_withheld: tuple[str, ...] = field(init=False, repr=False)
     """The place the first authenticator read, when it keeps the credential
     from the app (``forward_credential = false``): what an identity it
@@ -74,7 +71,6 @@ class Rule:
         object.__setattr__(self, "attempts", attempts)
         object.__setattr__(self, "sources", tuple(dict.fromkeys(s for _, s in attempts)))
         object.__setattr__(self, "requires", not self.require.empty)
-        object.__setattr__(self, "first_verified", attempts[0][0].verified if attempts else None)
         first = attempts[0] if attempts else None
         object.__setattr__(self, "first_authenticator", None if first is None else first[0])
         withheld = () if first is None or first[0].forward_credential else (first[1].place,)
