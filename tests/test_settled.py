@@ -599,8 +599,12 @@ async def test_audited_allows_and_lockouts_are_never_settled(tmp_path: Path) -> 
 
 
 class Clock:
+    """A clock the test moves by hand. It starts at the next whole second, so
+    that a token minted just after it (``iat``, a whole second) is never
+    issued in its future."""
+
     def __init__(self) -> None:
-        self.now = time.time()
+        self.now = float(int(time.time()) + 1)
 
     def __call__(self) -> float:
         return self.now
