@@ -534,7 +534,7 @@ async def test_the_short_paths_denials_reach_the_audit_file(tmp_path: Path) -> N
     scope = scope_of("GET", b"/api/protected/x", [(b"host", b"a.example")], PEERS[0])
     for _ in range(3):
         assert (await middleware_answer(app, dict(scope)))[0] == 401
-    assert isinstance(settled_scope(app, dict(scope)), Denial)
+    assert isinstance(settled_scope(app, dict(scope)), str)  # on a lane: the request id alone
     await asyncio.sleep(0)  # the file is written on the loop's next turn
     lines = [json.loads(line) for line in (tmp_path / "audit.log").read_text().splitlines()]
     assert len(lines) == 4
@@ -556,7 +556,7 @@ async def test_the_short_paths_audit_lines_are_per_client_and_path(tmp_path: Pat
         scope = scope_of("GET", path, [(b"host", b"a.example")], peer)
         for _ in range(3):
             assert (await middleware_answer(app, dict(scope)))[0] == 401
-        assert isinstance(settled_scope(app, dict(scope)), Denial)  # the last two were settled
+        assert isinstance(settled_scope(app, dict(scope)), str)  # settled, then on a lane
     await asyncio.sleep(0)  # the file is written on the loop's next turn
     lines = [json.loads(line) for line in (tmp_path / "audit.log").read_text().splitlines()]
     assert len(lines) == 4 * 4
@@ -952,3 +952,100 @@ async def test_a_policy_that_watches_upstream_statuses_settles_nothing(tmp_path:
     for _ in range(2):
         assert isinstance(await whole_path(app, dict(scope)), dict)
     assert settled_scope(app, dict(scope)) is None
+
+
+FILE_AUDIT = '[audit]\nfile = "audit.log"\n'
+READ_FIELDS = (b"cookie", b"authorization", b"x-forwarded-for")
+
+
+def audit_lines(tmp_path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (tmp_path / "audit.log").read_text().splitlines()]
+
+
+async def test_a_lane_answers_exactly_the_short_paths_denials(tmp_path: Path) -> None:
+    """Thousands of requests, with denials audited to a file (where lanes
+    open): after a request has been seen twice, it is answered on a lane
+    (the short path gives a request id alone) exactly when the short path of
+    an engine without lanes denies it and it carries none of the fields the
+    decision reads; the lane's 401 is the whole path's, and its audit line
+    the whole path's line, but for the request id and time."""
+    policy = load_policy(write_policy(tmp_path, POLICY + FILE_AUDIT))
+    app = EdgeAuth(echo_app, policy=policy)
+    plain = app_for(tmp_path)  # a recording audit: no lanes
+    laned = 0
+    cases = itertools.product(METHODS, PATHS, CREDENTIALS, OTHERS, PEERS)
+    for method, path, credentials, others, peer in cases:
+        scope = scope_of(method, path, [*others, *credentials], peer)
+        for _ in range(2):
+            await middleware_answer(app, dict(scope))
+            await middleware_answer(plain, dict(scope))
+        short = settled_scope(app, dict(scope))
+        without = settled_scope(plain, dict(scope))
+        reads = any(name.lower() in READ_FIELDS for name, _ in scope["headers"])
+        assert isinstance(short, str) == (isinstance(without, Denial) and not reads), scope
+        if not isinstance(short, str):
+            continue
+        laned += 1
+        assert app.engine.lanes
+        answer = await middleware_answer(app, dict(scope))
+        whole = await whole_answer(app, dict(scope))
+        assert isinstance(whole, tuple)
+        await asyncio.sleep(0)  # the file is written on the loop's next turn
+        first, again, full = audit_lines(tmp_path)[-3:]
+        assert first["request_id"] == short
+        same_answer(answer, whole, again["request_id"], full["request_id"])
+        for line in (first, again):
+            same_event(line, full)
+        assert full["code"] == "missing_credentials" and full["client"] == peer[0]
+    assert laned > 50, laned  # the comparisons above are not vacuous
+    await policy.aclose()
+
+
+async def test_no_lane_opens_where_routes_depend_on_host_or_denials_are_logged(
+    tmp_path: Path,
+) -> None:
+    """Lanes are kept only for the audit file's lines, and only while a route
+    is the raw path's alone: with a rule for some hosts, or denials going to
+    the ``edgeauth.audit`` logger, each repeat is settled the usual way."""
+    for app in (
+        EdgeAuth(echo_app, policy=load_policy(write_policy(tmp_path, HOSTS_POLICY + FILE_AUDIT))),
+        app_for(tmp_path),
+    ):
+        scope = scope_of("GET", b"/api/protected/x", [(b"host", b"a.example")], PEERS[0])
+        for _ in range(3):
+            assert (await middleware_answer(app, dict(scope)))[0] == 401
+        assert isinstance(settled_scope(app, dict(scope)), Denial)
+        assert not app.engine.lanes
+        await app.policy.aclose()
+
+
+async def test_lanes_are_per_method_and_peer_and_bounded(tmp_path: Path) -> None:
+    """A lane answers only the method and the peers it has seen denied
+    (another peer, or HEAD after GET, is settled first and audited with its
+    own client), and the lanes and their peers are bounded however many
+    paths and clients come."""
+    policy = load_policy(write_policy(tmp_path, POLICY + FILE_AUDIT))
+    app = EdgeAuth(echo_app, policy=policy)
+    get = scope_of("GET", b"/api/protected/x", [(b"host", b"a")], PEERS[0])
+    for _ in range(2):
+        await middleware_answer(app, dict(get))
+    assert isinstance(settled_scope(app, dict(get)), str)
+    for other in ({**get, "client": ("192.0.2.1", 1)}, {**get, "method": "HEAD"}):
+        await middleware_answer(app, dict(other))  # the whole path, or settled
+        short = [settled_scope(app, dict(other)) for _ in range(2)]
+        assert isinstance(short[-1], str), short
+    await asyncio.sleep(0)
+    lines = audit_lines(tmp_path)
+    assert [line["client"] for line in lines].count("192.0.2.1") == 3
+    assert [(line["method"], line["client"]) for line in lines[-2:]] == [("HEAD", "127.0.0.1")] * 2
+    for i in range(1100):
+        scope = {**get, "raw_path": b"/api/protected/%d" % i, "client": (f"192.0.2.{i % 300}", 1)}
+        for _ in range(2):
+            await middleware_answer(app, dict(scope))
+    assert 0 < len(app.engine.lanes) <= 1024
+    for i in range(300):
+        scope = {**get, "client": (f"198.51.100.{i}", 1)}
+        for _ in range(2):
+            await middleware_answer(app, dict(scope))
+    assert 0 < len(app.engine.lanes[b"/api/protected/x"].tails) <= 256
+    await policy.aclose()

@@ -13,6 +13,11 @@ without the view: one pass over the headers
 (:func:`~edgeauth.asgi.settling_fields`), then
 :meth:`~edgeauth.pipeline.Engine.settled`, which answers only when
 ``evaluate`` would answer the same way; everything else takes the whole path.
+Once the engine has settled such a 401 and written its audit line to the
+file sink, a request alike (the same method, raw path and peer, none of the
+fields the decision reads) is answered on its lane
+(:class:`~edgeauth.pipeline.MissingLane`): the same line under a new
+request id, and the same 401, prepared once.
 
 Calling a guard is not a coroutine of its own: it returns what the server is
 to await. For an allowed request with a verified identity that is settled
@@ -30,7 +35,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Final
 
 from mypy_extensions import mypyc_attr
 
@@ -53,7 +58,7 @@ from .config import load_policy
 from .model import Allow, Code, Denial, RequestView, encode_headers
 from .pipeline import Engine, json_denial
 from .policy import Policy
-from .responses import Rendered, render_denial
+from .responses import IdAnswer, Rendered, render_denial
 from .sending import send_both
 
 __all__ = ["ASGIApp", "Guard", "IdentityRequired"]
@@ -108,6 +113,19 @@ class Guard:
             settled = settled_scope(self, scope)
         except Exception:  # a malformed scope: the whole path answers it
             settled = None
+        if isinstance(settled, str):  # on a lane: the settled 401's request id, audited already
+            answer = _MISSING_ANSWER
+            encoded = settled.encode()
+            body = answer.opened + encoded + b'"}'
+            fields = answer.headers.copy()
+            fields[answer.request_id] = (b"x-request-id", encoded)
+            if len(body) != answer.length:  # not an id of the engine's (16 hex digits)
+                fields[-1] = (b"content-length", content_length(body))
+            return send_both(
+                send,
+                {"type": "http.response.start", "status": answer.status, "headers": fields},
+                {"type": "http.response.body", "body": body},
+            )
         if isinstance(settled, Denial):  # audited already; a plain HTTP request
             status, headers, body = render_denial(settled, scope["method"])
             headers.append((b"content-length", content_length(body)))  # a list of its own
@@ -186,12 +204,18 @@ async def _whole(
         await send_rendered(scope, send, rendered)
 
 
-def settled_scope(guard: Guard, scope: Scope) -> dict[str, Any] | Denial | None:
+_MISSING_ANSWER: Final = IdAnswer(json_denial(Code.MISSING_CREDENTIALS, "0" * 16))
+"""The answer of every lane: the settled 401 for a missing credential."""
+
+
+def settled_scope(guard: Guard, scope: Scope) -> dict[str, Any] | Denial | str | None:
     """The app's scope for the common allowed HTTP request, or the denial of
     a request without a credential, when :meth:`Engine.settled
     <edgeauth.pipeline.Engine.settled>` can decide it from the few header
-    fields it reads; None: the whole path decides (and any other scope
-    type goes its own way)."""
+    fields it reads (for a request on one of the engine's lanes, that
+    denial's request id alone, audited: see
+    :class:`~edgeauth.pipeline.MissingLane`); None: the whole path decides
+    (and any other scope type goes its own way)."""
     if type(scope) is not dict:  # as servers give it (and dict lookups are the fast ones)
         return None
     kind = scope["type"]
@@ -204,7 +228,17 @@ def settled_scope(guard: Guard, scope: Scope) -> dict[str, Any] | Denial | None:
     read = settling_fields(scope, guard.policy)
     if read is None:
         return None
-    outcome = guard.engine.settled(method, raw, read[0], read[1])
+    fields, peer = read[0], read[1]
+    engine = guard.engine
+    # None of the fields settled() reads, and a peer that is a plain str (one
+    # of a type of its own may equal another spelling, audited otherwise).
+    if not fields and engine.lanes and (peer is None or type(peer) is str):
+        lane = engine.lanes.get(raw)
+        if lane is not None and lane.method == method:
+            tail = lane.tails.get(peer)
+            if tail is not None:
+                return engine.lane_denial(lane, tail)
+    outcome = engine.settled(method, raw, fields, peer)
     if type(outcome) is Allow:
         return inner_scope(guard, scope, outcome, scope["headers"])
     return outcome

@@ -161,6 +161,9 @@ class Engine:
         self._missing_tails: dict[tuple[str, str, str | None, str | None], str] = {}
         self._stamp = _Stamp(0)  # the audit's time text, for the second last asked
         self._last_missing = _MissingTail("", "", None, None, "")  # the last line's tail
+        self.lanes: dict[bytes, MissingLane] = {}
+        """The settled 401s for a missing credential, per raw path: see
+        :class:`MissingLane`. Bounded, like every memo."""
         self.watches_upstream = bool(policy.upstream_401_rules)
         """Whether :meth:`upstream_response` does anything for this policy."""
         # settled() answers nothing for a policy that records or watches allowed requests.
@@ -243,11 +246,12 @@ class Engine:
                 return None  # a page's answer depends on headers not read here
             denial = Denial(self._ids.take(), _MISSING, rule.id, headers=_MISSING_HEADERS)
             forwarded_for = fields.get("x-forwarded-for")
-            client = (
-                peer
-                if forwarded_for is None
-                else client_address(peer, forwarded_for, self.policy.trusts)
-            )
+            if forwarded_for is None:  # the client is the peer
+                tail = self._emit_missing(denial, method, path.raw, peer, raw_path)
+                if tail is not None and not self.policy.needs_host:
+                    self._open_lane(method, raw_path, peer, tail)
+                return denial
+            client = client_address(peer, forwarded_for, self.policy.trusts)
             self._emit_missing(denial, method, path.raw, client, raw_path)
             return denial
         if not credential:
@@ -652,11 +656,12 @@ class Engine:
 
     def _emit_missing(
         self, denial: Denial, method: str, path: str, client: str | None, raw_path: bytes
-    ) -> None:
+    ) -> str | None:
         """Audit the 401 :meth:`settled` answers a request without a credential
         (``denial``, with one of the engine's request ids) as :meth:`_emit`
         does, the part of its line after the request id remembered per
-        method, canonical path, rule and client (the values it depends on)."""
+        method, canonical path, rule and client (the values it depends on).
+        That part, when the line went to the file sink; else None."""
         rule_id = denial.rule_id
         decisions = self._decisions
         last = self._last_missing
@@ -677,7 +682,7 @@ class Engine:
                 tail = None if values is None else decision_tail(values[2:])
                 if tail is not None:
                     remember(self._missing_tails, key, tail, _MISSING_TAILS)
-                return
+                return tail
             self._last_missing = _MissingTail(method, path, rule_id, client, tail)
         else:
             tail = last.tail
@@ -687,6 +692,33 @@ class Engine:
             decisions.emit_line(line)
         except Exception:
             log.exception("audit sink failed for request %s", denial.request_id)
+        return tail
+
+    def _open_lane(self, method: str, raw_path: bytes, peer: str | None, tail: str) -> None:
+        """Keep the lane of a settled 401 for ``peer``, whose audit line's
+        ``tail`` is remembered (see :class:`MissingLane`)."""
+        sink = self._decisions
+        if sink is None or len(raw_path) > _ROUTE_MEMO_KEY_CHARS:
+            return
+        lane = self.lanes.get(raw_path)
+        if lane is None or lane.method != method:  # a HEAD after GETs, say: the last one's
+            lane = remember(self.lanes, raw_path, MissingLane(method, sink), _LANES)
+        if lane.tails.get(peer) != tail:
+            remember(lane.tails, peer, tail, _LANE_PEERS)
+
+    def lane_denial(self, lane: MissingLane, tail: str) -> str:
+        """Audit one more request like those that opened ``lane``, from the
+        peer whose audit line ``tail`` (from :attr:`MissingLane.tails`) is,
+        under a new request id, which is returned: the 401 is the
+        front-end's to answer (:func:`json_denial` of
+        ``missing_credentials`` with that id). Never raises."""
+        rid = self._ids.take()
+        try:
+            # The engine's own request id: hex digits, JSON as they are.
+            lane.sink.emit_line(f'{self._stamp_now().head}"{rid}"{tail}')
+        except Exception:
+            log.exception("audit sink failed for request %s", rid)
+        return rid
 
     def _emit(
         self, outcome: Outcome, trace: _Trace, method: str, client: str | None, raw_path: bytes
@@ -809,6 +841,35 @@ class _MissingTail:
         self.rule_id = rule_id
         self.client = client
         self.tail = tail
+
+
+class MissingLane:
+    """The settled 401 for a request without a credential to one raw path,
+    kept in :attr:`Engine.lanes` once :meth:`Engine.settled` has answered
+    one and its audit line has gone to the file sink with a remembered tail
+    (for a policy whose routes do not depend on Host).
+
+    A front-end that has found, as :func:`~edgeauth.asgi.settling_fields`
+    does, that a GET or HEAD request to that raw path, with the lane's
+    :attr:`method`, from a peer in :attr:`tails` (a plain ``str``, or None:
+    a string type of its own may equal another spelling), is one
+    :meth:`Engine.settled` may decide and carries none of the fields it
+    reads (no Cookie, Authorization, X-Forwarded-For or, where routes depend
+    on it, Host) may answer it with :meth:`Engine.lane_denial` and the 401:
+    that is what :meth:`Engine.settled` would answer. The route and its rule
+    are the raw path's, the audit's client is the peer, and without a
+    credential no token, revocation or requirement is consulted."""
+
+    def __init__(self, method: str, sink: FileAuditSink) -> None:
+        self.method = method
+        self.tails: dict[str | None, str] = {}
+        """Peer -> its audit line after the request id (bounded)."""
+        self.sink = sink
+
+
+# Lanes kept per engine (raw paths), and peers per lane.
+_LANES: Final = 1024
+_LANE_PEERS: Final = 256
 
 
 class _Stamp:
