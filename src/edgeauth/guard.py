@@ -213,7 +213,7 @@ def settled_scope(guard: Guard, scope: Scope) -> dict[str, Any] | Denial | str |
     a request without a credential, when :meth:`Engine.settled
     <edgeauth.pipeline.Engine.settled>` can decide it from the few header
     fields it reads (for a request on one of the engine's lanes, that
-    denial's request id alone, audited: see
+    denial's request id alone, audited already: see
     :class:`~edgeauth.pipeline.MissingLane`); None: the whole path decides
     (and any other scope type goes its own way)."""
     if type(scope) is not dict:  # as servers give it (and dict lookups are the fast ones)

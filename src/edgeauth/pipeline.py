@@ -854,8 +854,8 @@ class MissingLane:
     :attr:`method`, from a peer in :attr:`tails` (a plain ``str``, or None:
     a string type of its own may equal another spelling), is one
     :meth:`Engine.settled` may decide and carries none of the fields it
-    reads (no Cookie, Authorization, X-Forwarded-For or, where routes depend
-    on it, Host) may answer it with :meth:`Engine.lane_denial` and the 401:
+    reads (no Cookie, Authorization or X-Forwarded-For) may answer it with
+    :meth:`Engine.lane_denial` and the 401:
     that is what :meth:`Engine.settled` would answer. The route and its rule
     are the raw path's, the audit's client is the peer, and without a
     credential no token, revocation or requirement is consulted."""
