@@ -114,32 +114,22 @@ class Guard:
         except Exception:  # a malformed scope: the whole path answers it
             settled = None
         if isinstance(settled, str):  # on a lane: the settled 401's request id, audited already
-            answer = _MISSING_ANSWER
-            encoded = settled.encode()
-            body = answer.opened + encoded + b'"}'
-            fields = answer.headers.copy()
-            fields[answer.request_id] = (b"x-request-id", encoded)
-            if len(body) != answer.length:  # not an id of the engine's (16 hex digits)
-                fields[-1] = (b"content-length", content_length(body))
-            return send_both(
-                send,
-                {"type": "http.response.start", "status": answer.status, "headers": fields},
-                {"type": "http.response.body", "body": body},
-            )
-        if isinstance(settled, Denial):  # audited already; a plain HTTP request
+            status, headers, body = _MISSING_ANSWER.render(settled)
+        elif isinstance(settled, Denial):  # audited already; a plain HTTP request
             status, headers, body = render_denial(settled, scope["method"])
             headers.append((b"content-length", content_length(body)))  # a list of its own
-            return send_both(
-                send,
-                {"type": "http.response.start", "status": status, "headers": headers},
-                {"type": "http.response.body", "body": body},
-            )
         # Settled and allowed with an identity: the app's own coroutine is what
         # the server awaits. (IdentityRequired means no identity: _whole
         # answers it for an anonymous request.)
-        if settled is not None and settled["edgeauth"] is not None:
+        elif settled is not None and settled["edgeauth"] is not None:
             return self.app(settled, receive, send)
-        return _whole(self, scope, receive, send, settled)
+        else:
+            return _whole(self, scope, receive, send, settled)
+        return send_both(
+            send,
+            {"type": "http.response.start", "status": status, "headers": headers},
+            {"type": "http.response.body", "body": body},
+        )
 
     def _closing(self, send: Send) -> Send:
         """Release the policy's connections (Redis, JWKS) when the app shuts down."""

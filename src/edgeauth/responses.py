@@ -115,26 +115,32 @@ def render_denial(denial: Denial, method: str) -> Rendered:
 
 
 class IdAnswer:
-    """A JSON denial's whole answer, for any request id as long as the one
-    in ``denial`` (ids of letters and digits): its status; its headers with
-    the request id's place (at index :attr:`request_id`) left blank and the
-    content length last; the body up to the request id's text, with the
-    opening quote (the id and ``"}`` follow), and its whole :attr:`length`.
-    What :func:`render_denial` answers, built once.
+    """A JSON denial's answer prepared whole for one kind of denial, the
+    content length included for request ids as long as ``denial``'s: what
+    :func:`render_denial` answers, with that length added, built once.
 
     >>> answer = IdAnswer(Denial("0" * 16, Code.MISSING_CREDENTIALS))
-    >>> answer.status, answer.headers[-1], answer.length
+    >>> status, headers, body = answer.render("0123456789abcdef")
+    >>> status, headers[-1], len(body)
     (401, (b'content-length', b'96'), 96)
     """
 
     def __init__(self, denial: Denial) -> None:
-        status, _, body = render_denial(denial, "GET")
-        prepared = _prepared_json(denial)
-        self.status = status
-        self.request_id = _REQUEST_ID
-        self.headers = [*prepared.headers, (b"content-length", str(len(body)).encode())]
-        self.opened = prepared.opened
-        self.length = len(body)
+        self._prepared = prepared = _prepared_json(denial)
+        self._length = len(_body(prepared.head, denial.request_id))
+        self._headers = [*prepared.headers, (b"content-length", str(self._length).encode())]
+
+    def render(self, request_id: str) -> Rendered:
+        """Status, headers (ending with the content length) and body for
+        ``request_id``."""
+        prepared = self._prepared
+        encoded = request_id.encode()
+        body = _json_body(prepared.head, prepared.opened, request_id, encoded)
+        headers = self._headers.copy()
+        headers[_REQUEST_ID] = (b"x-request-id", encoded)
+        if len(body) != self._length:  # an id of another length than the prepared one
+            headers[-1] = (b"content-length", str(len(body)).encode())
+        return prepared.status, headers, body
 
 
 class _Prepared:
