@@ -266,6 +266,14 @@ def same_event(short: dict[str, Any], whole: dict[str, Any]) -> None:
     assert list(short) == list(whole)
 
 
+FILE_AUDIT = '[audit]\nfile = "audit.log"\n'
+READ_FIELDS = (b"cookie", b"authorization", b"x-forwarded-for")
+
+
+def audit_lines(tmp_path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (tmp_path / "audit.log").read_text().splitlines()]
+
+
 @pytest.mark.parametrize("policy", [POLICY, HOSTS_POLICY], ids=["any-host", "per-host"])
 async def test_every_settled_request_gets_the_whole_paths_scope(
     tmp_path: Path, policy: str
@@ -529,14 +537,14 @@ async def test_a_request_without_the_rules_credential_is_denied_on_the_short_pat
 async def test_the_short_paths_denials_reach_the_audit_file(tmp_path: Path) -> None:
     """With ``[audit] file``, each settled denial is one line in the file, the
     same line the whole path writes but for the request id and time."""
-    policy = load_policy(write_policy(tmp_path, POLICY + '[audit]\nfile = "audit.log"\n'))
+    policy = load_policy(write_policy(tmp_path, POLICY + FILE_AUDIT))
     app = EdgeAuth(echo_app, policy=policy)
     scope = scope_of("GET", b"/api/protected/x", [(b"host", b"a.example")], PEERS[0])
     for _ in range(3):
         assert (await middleware_answer(app, dict(scope)))[0] == 401
     assert isinstance(settled_scope(app, dict(scope)), str)  # on a lane: the request id alone
     await asyncio.sleep(0)  # the file is written on the loop's next turn
-    lines = [json.loads(line) for line in (tmp_path / "audit.log").read_text().splitlines()]
+    lines = audit_lines(tmp_path)
     assert len(lines) == 4
     for line in lines[1:]:
         same_event(line, lines[0])
@@ -548,7 +556,7 @@ async def test_the_short_paths_audit_lines_are_per_client_and_path(tmp_path: Pat
     an audit event holds once canonical (each raw byte becomes three
     characters): each line is the whole path's line for that client and path,
     the long path cut at 2,048 characters like the whole path cuts it."""
-    policy = load_policy(write_policy(tmp_path, POLICY + '[audit]\nfile = "audit.log"\n'))
+    policy = load_policy(write_policy(tmp_path, POLICY + FILE_AUDIT))
     app = EdgeAuth(echo_app, policy=policy)
     long_path = b"/api/protected/" + "\u00e9".encode() * 340  # 680 bytes, 2,055 characters
     requests = [(path, peer) for path in (b"/api/protected/x", long_path) for peer in PEERS]
@@ -558,7 +566,7 @@ async def test_the_short_paths_audit_lines_are_per_client_and_path(tmp_path: Pat
             assert (await middleware_answer(app, dict(scope)))[0] == 401
         assert isinstance(settled_scope(app, dict(scope)), str)  # settled, then on a lane
     await asyncio.sleep(0)  # the file is written on the loop's next turn
-    lines = [json.loads(line) for line in (tmp_path / "audit.log").read_text().splitlines()]
+    lines = audit_lines(tmp_path)
     assert len(lines) == 4 * 4
     for i, (path, peer) in enumerate(requests):
         whole, *short = lines[4 * i : 4 * i + 4]
@@ -952,14 +960,6 @@ async def test_a_policy_that_watches_upstream_statuses_settles_nothing(tmp_path:
     for _ in range(2):
         assert isinstance(await whole_path(app, dict(scope)), dict)
     assert settled_scope(app, dict(scope)) is None
-
-
-FILE_AUDIT = '[audit]\nfile = "audit.log"\n'
-READ_FIELDS = (b"cookie", b"authorization", b"x-forwarded-for")
-
-
-def audit_lines(tmp_path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (tmp_path / "audit.log").read_text().splitlines()]
 
 
 async def test_a_lane_answers_exactly_the_short_paths_denials(tmp_path: Path) -> None:
