@@ -5,9 +5,7 @@ the nginx upstream run on core 1. Each scenario is warmed up, then measured in
 several interleaved rounds, the two scenarios of a ratio (sent the same
 request) alternating in short slices; the table shows the median requests/s
 with its range, the median p50/p99 latencies, and each server's peak RSS at
-the end. Each ratio is also measured paired: both scenarios loaded at once,
-their servers taking turns on the server core 20 ms at a time (see
-docs/performance.md, "Paired runs").
+the end.
 Results are also written as JSON (bench/results/latest.json).
 
 edgeauth is measured as built for production: its request path compiled by
@@ -22,7 +20,6 @@ the Python sources instead.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import re
@@ -38,7 +35,6 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -52,10 +48,6 @@ ISSUER = "https://issuer.bench"
 AUDIENCE = "bench-api"
 SERVER_CORE = "0"
 LOAD_CORE = "1"
-# Paired runs switch between their two servers this often: each has the core
-# alone while it runs, and both see the same machine, whose speed moves by a
-# quarter from one second to the next here.
-SWITCH = 0.02
 TOKENS = 100_000  # distinct tokens for the uncached scenarios (10x the default cache)
 
 
@@ -228,45 +220,6 @@ class Bench:
     def wrk(self, scenario: Scenario, seconds: float) -> tuple[float, float, float, float, int, int]:
         """(requests/s, p50 ms, p99 ms, server CPU µs per request, unexpected
         statuses, requests done)."""
-        pid = self._pid(scenario)
-        cpu_before = cpu_seconds(pid)
-        out = _finish(self._load(scenario, seconds), seconds)
-        return self._measured(scenario, out, cpu_seconds(pid) - cpu_before)
-
-    def paired(
-        self, a: Scenario, b: Scenario, seconds: float
-    ) -> list[tuple[float, float, float, float, int, int]]:
-        """``a`` and ``b`` (on two servers, both on the server core) loaded at
-        once, each by its own wrk, and run in turn, ``SWITCH`` seconds at a
-        time, the other stopped: what :meth:`wrk` returns for each, over the
-        same seconds (its requests/s are over the whole time, half of it
-        stopped; its CPU time per request is its cost)."""
-        groups = [[self._pid(a), *children(self._pid(a))], [self._pid(b), *children(self._pid(b))]]
-        before = [cpu_seconds(group[0]) for group in groups]
-        _signal(groups[1], signal.SIGSTOP)
-        try:
-            loads = [self._load(a, seconds), self._load(b, seconds)]
-            end = time.monotonic() + seconds + 0.5
-            running = 0
-            while time.monotonic() < end and any(load.poll() is None for load in loads):
-                time.sleep(SWITCH)
-                _signal(groups[1 - running], signal.SIGCONT)
-                _signal(groups[running], signal.SIGSTOP)
-                running = 1 - running
-        finally:
-            for group in groups:
-                _signal(group, signal.SIGCONT)
-        outs = [_finish(load, seconds) for load in loads]
-        after = [cpu_seconds(group[0]) for group in groups]
-        return [self._measured(s, out, t1 - t0) for s, out, t0, t1 in zip((a, b), outs, before, after, strict=True)]
-
-    def _pid(self, scenario: Scenario) -> int:
-        proc = self.servers[scenario.server].proc
-        assert proc is not None
-        return proc.pid
-
-    def _load(self, scenario: Scenario, seconds: float) -> subprocess.Popen[str]:
-        """wrk (on the load core) started against ``scenario``'s server."""
         server = self.servers[scenario.server]
         script = self.work / f"{scenario.name}.lua"
         lines = [f'wrk.headers["{k}"] = "{v}"' for k, v in scenario.headers.items()]
@@ -289,15 +242,14 @@ class Bench:
             'done = function() io.write("BAD " .. bad .. "\\n") end',
         ]
         script.write_text("\n".join(lines) + "\n")
-        return subprocess.Popen(
+        assert server.proc is not None
+        cpu_before = cpu_seconds(server.proc.pid)
+        out = subprocess.run(
             ["taskset", "-c", LOAD_CORE, "wrk", "-t1", "-c32", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(script),
              f"http://127.0.0.1:{server.port}{scenario.path}"],
-            stdout=subprocess.PIPE, text=True,
-        )
-
-    @staticmethod
-    def _measured(scenario: Scenario, out: str, cpu: float) -> tuple[float, float, float, float, int, int]:
-        """wrk's output and the server's CPU seconds read as :meth:`wrk` returns them."""
+            capture_output=True, text=True, check=True, timeout=seconds + 30,
+        ).stdout
+        cpu = cpu_seconds(server.proc.pid) - cpu_before
         rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
         done = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
         p50 = _latency(out, "50%")
@@ -309,25 +261,6 @@ class Bench:
 
     def close(self) -> None:
         self.stack.close()
-
-
-def _signal(pids: list[int], sig: int) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
-
-
-def _finish(load: subprocess.Popen[str], seconds: float) -> str:
-    """The output of a wrk run started by ``Bench._load``, once it has ended."""
-    try:
-        out = load.communicate(timeout=seconds + 30)[0]
-    except subprocess.TimeoutExpired:
-        load.kill()
-        load.communicate()
-        raise
-    if load.returncode:
-        raise subprocess.CalledProcessError(load.returncode, load.args, out)
-    return out
 
 
 def _latency(out: str, label: str) -> float:
@@ -421,11 +354,6 @@ def main() -> int:
         "--slices", type=int, default=5,
         help="a ratio's two scenarios alternate in this many runs per round (default 5)",
     )
-    parser.add_argument(
-        "--paired-seconds", type=float, default=3.0,
-        help="each round, also measure each ratio paired for this long: both scenarios loaded at once, "
-        "their servers run in turn on the server core (default 3; 0 skips it)",
-    )
     parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "latest.json"))
     parser.add_argument(
         "--build", choices=("compiled", "source"), default="compiled",
@@ -494,14 +422,12 @@ def run(bench: Bench, work: Path, args: argparse.Namespace) -> int:
     # headers it was not sent (raw app under callgrind: 109,100 instructions per
     # request with Host alone, 113,100 with the cookie, 118,600 with the cookie
     # and the forward-auth headers).
-    controls: list[Scenario] = []  # measured paired only
     if wanted("raw") or wanted("mw_") or wanted("forward_"):
         bench.uvicorn("raw", "bench.apps:raw_app", env)
-        if args.paired_seconds:
-            bench.uvicorn("raw_twin", "bench.apps:raw_app", env)
-            controls.append(Scenario("raw_twin", "raw_twin", "/api/session/x"))
+        bench.uvicorn("raw_twin", "bench.apps:raw_app", env)
         scenarios += [
             Scenario("raw", "raw", "/api/session/x"),
+            Scenario("raw_twin", "raw_twin", "/api/session/x"),
             Scenario("raw_cookie", "raw", "/api/session/x", headers=cookie),
             Scenario("raw_bearer", "raw", "/api/partner/x", headers=bearer),
             Scenario("raw_forward_auth", "raw", "/api/session/x", headers={**fa, **cookie}),
@@ -559,11 +485,8 @@ def run(bench: Bench, work: Path, args: argparse.Namespace) -> int:
             ]
     scenarios = [s for s in scenarios if wanted(s.name)]
     blocks = ratio_blocks(scenarios)
-    pairs = paired_ratios(scenarios + controls, bench.servers) if args.paired_seconds else []
 
     results = {s.name: Result() for s in scenarios}
-    paired: dict[str, list[float]] = {label: [] for label, _, _ in pairs}
-    paired_bad: dict[str, int] = {label: 0 for label, _, _ in pairs}
     uncached_at_last_start = 0
     for round_ in range(args.rounds):
         if args.fresh_servers and round_ > 0:
@@ -572,9 +495,9 @@ def run(bench: Bench, work: Path, args: argparse.Namespace) -> int:
             uncached_at_last_start = sum(
                 s.tokens_used for s in scenarios if s.name == "serve_uncached_hs256"
             )
-        print(f"round {round_ + 1}: warming up {len(scenarios) + len(controls)} scenarios ({args.warmup:g} s each)",
+        print(f"round {round_ + 1}: warming up {len(scenarios)} scenarios ({args.warmup:g} s each)",
               file=sys.stderr)
-        for scenario in scenarios + controls:
+        for scenario in scenarios:
             bench.wrk(scenario, args.warmup)
         for block in blocks:
             # A ratio's two scenarios alternate in --slices short runs (baseline
@@ -592,18 +515,6 @@ def run(bench: Bench, work: Path, args: argparse.Namespace) -> int:
                 r.add(runs[scenario.name])
                 print(f"round {round_ + 1}/{args.rounds} {scenario.name:<28} {r.rps[-1]:>9.0f} req/s",
                       file=sys.stderr)
-        for label, num, den in pairs:
-            # In turn on the server core, SWITCH seconds at a time: the machine's
-            # speed is the same for both, and each one's CPU time per request
-            # is its cost.
-            if round_ % 2 == 0:
-                den_run, num_run = bench.paired(den, num, args.paired_seconds)
-            else:
-                num_run, den_run = bench.paired(num, den, args.paired_seconds)
-            paired_bad[label] += den_run[4] + num_run[4]
-            paired[label].append(den_run[3] / num_run[3])
-            print(f"round {round_ + 1}/{args.rounds} paired {num.name} / {den.name}: {paired[label][-1]:.3f}",
-                  file=sys.stderr)
     uncached = next((s for s in scenarios if s.name == "serve_uncached_hs256"), None)
     if uncached is not None:
         # The RSS target is for a worker that has seen 100,000 distinct tokens:
@@ -621,7 +532,7 @@ def run(bench: Bench, work: Path, args: argparse.Namespace) -> int:
     stream = (
         streaming(args.stream_mib, args.pythonpath, args.build) if args.stream_mib and not only else None
     )
-    report(scenarios, results, Paired(paired, paired_bad), rss, args, stream)
+    report(scenarios, results, rss, args, stream)
     return 0
 
 
@@ -697,38 +608,10 @@ RATIOS = [
     ("raw app sending the denial's answer / raw app", "raw_denial_shape", "raw", 0.0),
     ("raw app answering and auditing the denial, nothing decided / raw app", "raw_denial_audited", "raw", 0.0),
     ("middleware, denied / raw app sending the same answer", "mw_denied", "raw_denial_shape", 0.0),
-    # Two processes of the same app, paired: what the paired measure reads
-    # where there is no difference (its own error, within this run).
-    ("raw app, a second process / raw app (paired only: the method's error)", "raw_twin", "raw", 0.0),
+    # Two processes of the same app: what a ratio reads where there is no
+    # difference, the method's own error in this run.
+    ("raw app, a second process / raw app (no difference: the method's error)", "raw_twin", "raw", 0.0),
 ]
-# The end-to-end scenario's work is spread over two processes (nginx and
-# edgeauth serve), so one process's CPU time per request does not measure it:
-# it is measured alone only.
-NOT_PAIRED = {"nginx_forward_auth"}
-
-
-@dataclass
-class Paired:
-    """Per ratio (by label): its value in each round, measured paired (the
-    baseline's server CPU per request over the scenario's), and the unexpected
-    statuses over those runs."""
-
-    rounds: dict[str, list[float]]
-    bad: dict[str, int]
-
-
-def paired_ratios(scenarios: list[Scenario], servers: dict[str, Server]) -> list[tuple[str, Scenario, Scenario]]:
-    """(label, scenario, baseline) of each ratio measured paired: both sides
-    present, each the work of one server of its own on the server core."""
-    by_name = {s.name: s for s in scenarios}
-    pairs = []
-    for label, num, den, _ in RATIOS:
-        a, b = by_name.get(num), by_name.get(den)
-        if a is None or b is None or a.server == b.server or {num, den} & NOT_PAIRED:
-            continue
-        if servers[a.server].core == servers[b.server].core == SERVER_CORE:
-            pairs.append((label, a, b))
-    return pairs
 
 
 def ratio_blocks(scenarios: list[Scenario]) -> list[list[Scenario]]:
@@ -754,7 +637,6 @@ def ratio_blocks(scenarios: list[Scenario]) -> list[list[Scenario]]:
 def report(
     scenarios: list[Scenario],
     results: dict[str, Result],
-    paired: Paired,
     rss: dict[str, float],
     args: argparse.Namespace,
     stream: dict[str, float] | None,
@@ -783,46 +665,28 @@ def report(
             f"{row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f} {row['cpu_us_per_request']:>10.1f} "
             f"{row['peak_rss_mib']:>7.1f}Mi{flag}"
         )
-    # Each ratio is taken within a round, then the median over rounds: drift
-    # between rounds cancels out. "Alone": the requests/s of the two scenarios,
-    # each with the server core to itself, in alternating runs of wrk; the
-    # verdict is on it. "Paired": both loaded at once and run in turn on the
-    # server core, SWITCH seconds at a time, the ratio of their requests per
-    # second of the core's time (the inverse of their CPU time per request).
-    ratios: list[dict[str, object]] = []
-    print(f"\n{'ratio (same round, median of rounds)':<58} {'alone':>6} {'range':>11} "
-          f"{'paired':>7} {'range':>11} {'target':>7}")
+    # Each ratio is taken within a round (the two scenarios ran minutes apart at
+    # most), then the median over rounds: drift between rounds cancels out.
+    ratios = []
+    print(f"\n{'ratio (same round, median of rounds)':<58} {'value':>6} {'range':>11} "
+          f"{'by CPU':>7} {'target':>7}")
     for label, num, den, target in RATIOS:
-        entry: dict[str, object] = {"ratio": label, "target": target or None}
-        if num in results and den in results:
-            a, b = results[num], results[den]
-            alone = [x / y for x, y in zip(a.rps, b.rps, strict=True) if y]
-            by_cpu = [y / x for x, y in zip(a.cpu_us, b.cpu_us, strict=True) if x]
-            if alone:
-                entry |= {"alone": round(statistics.median(alone), 3), "alone_rounds": [round(v, 3) for v in alone]}
-            if by_cpu:
-                entry["alone_by_cpu"] = round(statistics.median(by_cpu), 3)
-        both = paired.rounds.get(label)
-        if both:
-            entry |= {"paired": round(statistics.median(both), 3), "paired_rounds": [round(v, 3) for v in both],
-                      "paired_unexpected_status": paired.bad[label]}
-        measure = "alone" if "alone" in entry else "paired" if "paired" in entry else None
-        if measure is None:
+        if num not in results or den not in results:
             continue
-        value = cast(float, entry[measure])
-        entry |= {"value": value, "measure": measure, "met": value >= target}
-        ratios.append(entry)
+        a, b = results[num], results[den]
+        per_round = [x / y for x, y in zip(a.rps, b.rps, strict=True) if y]
+        by_cpu = [y / x for x, y in zip(a.cpu_us, b.cpu_us, strict=True) if x]
+        if not per_round:
+            continue
+        value = statistics.median(per_round)
+        cpu_value = statistics.median(by_cpu) if by_cpu else float("nan")
+        ratios.append({"ratio": label, "value": round(value, 3), "target": target or None,
+                       "met": value >= target, "rounds": [round(v, 3) for v in per_round],
+                       "by_cpu": round(cpu_value, 3)})
         verdict = ("ok" if value >= target else "MISSED") if target else "(reported)"
-        if paired.bad.get(label):
-            verdict += " (!) unexpected statuses when paired"
-        columns = []
-        for rounds in (entry.get("alone_rounds"), entry.get("paired_rounds")):
-            if isinstance(rounds, list):
-                columns.append(f"{statistics.median(rounds):>6.3f} {min(rounds):>5.2f}-{max(rounds):<5.2f}")
-            else:
-                columns.append(f"{'-':>6} {'':11}")
         shown = f">= {target}" if target else "-"
-        print(f"{label:<58} {columns[0]} {columns[1]} {shown:>7} {verdict}")
+        spread = f"{min(per_round):.2f}-{max(per_round):.2f}"
+        print(f"{label:<58} {value:>6.2f} {spread:>11} {cpu_value:>7.2f} {shown:>7} {verdict}")
     if "serve" in rss and hasattr(args, "serve_tokens"):
         tokens = args.serve_tokens
         met = rss["serve"] < 100 and tokens >= TOKENS
@@ -846,8 +710,7 @@ def report(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "rounds": args.rounds, "seconds": args.seconds, "slices": args.slices,
-        "paired_seconds": args.paired_seconds, "connections": 32,
+        "rounds": args.rounds, "seconds": args.seconds, "slices": args.slices, "connections": 32,
         "cpu": os.cpu_count(), "python": sys.version.split()[0], "build": args.build,
         "scenarios": rows, "ratios": ratios, "streaming": stream,
     }, indent=2) + "\n")
