@@ -11,6 +11,8 @@ import asyncio
 import dataclasses
 import itertools
 import json
+import logging
+import os
 import time
 from pathlib import Path
 from typing import Any, cast
@@ -1048,4 +1050,38 @@ async def test_lanes_are_per_method_and_peer_and_bounded(tmp_path: Path) -> None
         for _ in range(2):
             await middleware_answer(app, dict(scope))
     assert 0 < len(app.engine.lanes[b"/api/protected/x"].tails) <= 256
+    await policy.aclose()
+
+
+async def test_a_lanes_denial_is_answered_and_audited_while_the_file_fails(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fail closed, nothing lost: while the audit file cannot be written, a
+    request on a lane is still answered the 401, and its event, under the
+    answer's request id, reaches the ``edgeauth.audit`` logger instead."""
+    policy = load_policy(write_policy(tmp_path, POLICY + FILE_AUDIT))
+    app = EdgeAuth(echo_app, policy=policy)
+    scope = scope_of("GET", b"/api/protected/x", [(b"host", b"a.example")], PEERS[0])
+    for _ in range(2):
+        await middleware_answer(app, dict(scope))
+    assert app.engine.lanes[b"/api/protected/x"].tails  # the next one rides the lane
+    await asyncio.sleep(0)  # the lines so far are written
+
+    def disk_full(fd: int, data: bytes) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", disk_full)
+    with caplog.at_level(logging.INFO):
+        answer = await middleware_answer(app, dict(scope))
+        for _ in range(10):
+            if any(r.name == "edgeauth.audit" for r in caplog.records):
+                break
+            await asyncio.sleep(0)
+    assert answer[0] == 401
+    rid = dict(answer[1])[b"x-request-id"].decode()
+    logged = [json.loads(r.getMessage()) for r in caplog.records if r.name == "edgeauth.audit"]
+    assert [(e["request_id"], e["code"], e["client"]) for e in logged] == [
+        (rid, "missing_credentials", PEERS[0][0])
+    ]
+    monkeypatch.undo()
     await policy.aclose()

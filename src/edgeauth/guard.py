@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import Any
 
 from mypy_extensions import mypyc_attr
 
@@ -56,9 +56,9 @@ from .asgi import (
 from .audit import AuditSink
 from .config import load_policy
 from .model import Allow, Code, Denial, RequestView, encode_headers
-from .pipeline import Engine, json_denial
+from .pipeline import MISSING_ANSWER, Engine, json_denial
 from .policy import Policy
-from .responses import IdAnswer, Rendered, render_denial
+from .responses import Rendered, render_denial
 from .sending import send_both
 
 __all__ = ["ASGIApp", "Guard", "IdentityRequired"]
@@ -114,7 +114,7 @@ class Guard:
         except Exception:  # a malformed scope: the whole path answers it
             settled = None
         if isinstance(settled, str):  # on a lane: the settled 401's request id, audited already
-            status, headers, body = _MISSING_ANSWER.render(settled)
+            status, headers, body = MISSING_ANSWER.render(settled)
         elif isinstance(settled, Denial):  # audited already; a plain HTTP request
             status, headers, body = render_denial(settled, scope["method"])
             headers.append((b"content-length", content_length(body)))  # a list of its own
@@ -192,10 +192,6 @@ async def _whole(
             raise
         rendered = _identity_required(guard, inner, inner["edgeauth.request_id"])
         await send_rendered(scope, send, rendered)
-
-
-_MISSING_ANSWER: Final = IdAnswer(json_denial(Code.MISSING_CREDENTIALS, "0" * 16))
-"""The answer of every lane: the settled 401 for a missing credential."""
 
 
 def settled_scope(guard: Guard, scope: Scope) -> dict[str, Any] | Denial | str | None:

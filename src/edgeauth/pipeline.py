@@ -49,6 +49,7 @@ from .model import Allow, Code, Denial, Header, Identity, Kind, Outcome, Preflig
 from .paths import CanonicalPath, canonicalize
 from .policy import Policy, Rule
 from .ratelimit import RateDecision, Scope, retry_after_header
+from .responses import IdAnswer
 from .revocation import FileRevocations, RevocationList, RevocationStore
 
 __all__ = ["Engine"]
@@ -710,8 +711,8 @@ class Engine:
         """Audit one more request like those that opened ``lane``, from the
         peer whose audit line ``tail`` (from :attr:`MissingLane.tails`) is,
         under a new request id, which is returned: the 401 is the
-        front-end's to answer (:func:`json_denial` of
-        ``missing_credentials`` with that id). Never raises."""
+        front-end's to answer (:data:`MISSING_ANSWER` with that id). Never
+        raises."""
         rid = self._ids.take()
         try:
             # The engine's own request id: hex digits, JSON as they are.
@@ -855,7 +856,7 @@ class MissingLane:
     a string type of its own may equal another spelling), is one
     :meth:`Engine.settled` may decide and carries none of the fields it
     reads (no Cookie, Authorization or X-Forwarded-For) may answer it with
-    :meth:`Engine.lane_denial` and the 401:
+    :meth:`Engine.lane_denial` and :data:`MISSING_ANSWER`:
     that is what :meth:`Engine.settled` would answer. The route and its rule
     are the raw path's, the audit's client is the peer, and without a
     credential no token, revocation or requirement is consulted."""
@@ -866,6 +867,11 @@ class MissingLane:
         """Peer -> its audit line after the request id (bounded)."""
         self.sink = sink
 
+
+MISSING_ANSWER: Final = IdAnswer(Denial("0" * 16, _MISSING, headers=_MISSING_HEADERS))
+"""The answer of every lane: the 401 :meth:`Engine.settled` answers a
+request without a credential, prepared once (for request ids of the
+engine's length)."""
 
 # Lanes kept per engine (raw paths), and peers per lane.
 _LANES: Final = 1024

@@ -86,11 +86,7 @@ def render_denial(denial: Denial, method: str) -> Rendered:
             and prepared.message is denial.message
         ):  # not the same objects as the last one's (most denials share them)
             prepared = _prepared_json(denial)
-        headers = prepared.headers.copy()
-        encoded = denial.request_id.encode()
-        headers[_REQUEST_ID] = (b"x-request-id", encoded)
-        body = _json_body(prepared.head, prepared.opened, denial.request_id, encoded)
-        return prepared.status, headers, body
+        return prepared.render(denial.request_id)
     location = denial.location
     key = (location is None, denial.headers)
     page_headers = _PAGE_HEADERS.get(key)
@@ -126,21 +122,20 @@ class IdAnswer:
     """
 
     def __init__(self, denial: Denial) -> None:
-        self._prepared = prepared = _prepared_json(denial)
-        self._length = len(_body(prepared.head, denial.request_id))
-        self._headers = [*prepared.headers, (b"content-length", str(self._length).encode())]
+        kind = _prepare(denial.code, denial.message, denial.headers)
+        self._length = len(_body(kind.head, denial.request_id))
+        length = (b"content-length", str(self._length).encode())
+        self._prepared = _Prepared(
+            kind.code, kind.message, kind.extra, kind.status, [*kind.headers, length], kind.head
+        )
 
     def render(self, request_id: str) -> Rendered:
         """Status, headers (ending with the content length) and body for
         ``request_id``."""
-        prepared = self._prepared
-        encoded = request_id.encode()
-        body = _json_body(prepared.head, prepared.opened, request_id, encoded)
-        headers = self._headers.copy()
-        headers[_REQUEST_ID] = (b"x-request-id", encoded)
+        status, headers, body = self._prepared.render(request_id)
         if len(body) != self._length:  # an id of another length than the prepared one
             headers[-1] = (b"content-length", str(len(body)).encode())
-        return prepared.status, headers, body
+        return status, headers, body
 
 
 class _Prepared:
@@ -164,6 +159,13 @@ class _Prepared:
         self.headers = headers
         self.head = head
         self.opened = head + b'"'
+
+    def render(self, request_id: str) -> Rendered:
+        """Status, headers and body of this answer for ``request_id``."""
+        headers = self.headers.copy()
+        encoded = request_id.encode()
+        headers[_REQUEST_ID] = (b"x-request-id", encoded)
+        return self.status, headers, _json_body(self.head, self.opened, request_id, encoded)
 
     def held_by(self, denial: Denial) -> _Prepared:
         """This answer, holding ``denial``'s own message and headers objects
